@@ -1,0 +1,1 @@
+"""Site configuration: YAML with positions, typed models, precise errors."""

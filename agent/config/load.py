@@ -1,0 +1,222 @@
+"""Parse, then validate: a site file becomes a :class:`Site` or every problem.
+
+Validation is pure: it never opens a device, a socket or a serial port.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agent.config.model import SiteConfig
+from agent.config.secrets import resolve_references
+from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
+from agent.driver import DeviceConfig, DriverPlugin
+from agent.registry import PluginLoadError, load_plugins
+
+__all__ = ["ConfigErrors", "Problem", "Site", "load_site", "parse_site"]
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    path: str
+    message: str
+
+    def format(self, source: str | None) -> str:
+        """``FILE:LINE: key.path: message`` (``LINE: ...`` without a file)."""
+        head = f"{source}:{self.line}" if source else str(self.line)
+        return f"{head}: {self.path or '(top)'}: {self.message}"
+
+
+class ConfigErrors(Exception):
+    def __init__(self, problems: list[Problem], source: str | None) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line, p.path))
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(p.format(self.source) for p in self.problems)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A validated site file."""
+
+    text: str
+    source: str | None
+    config: SiteConfig
+    devices: tuple[DeviceConfig, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def device(self, name: str) -> DeviceConfig | None:
+        return next((d for d in self.devices if d.name == name), None)
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, list, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _models_in(args[0])
+    if origin in (typing.Union, types.UnionType) or args:
+        return [m for arg in args for m in _models_in(arg)]
+    return []
+
+
+def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    current = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in current:
+            field = m.model_fields.get(part)
+            if field is not None:
+                nxt.extend(_models_in(field.annotation))
+        current = nxt
+    return sorted({k for m in current for k in m.model_fields})
+
+
+def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(model, loc[:-1])
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _validate(
+    model: type[BaseModel], data: Any, root: Any, prefix: Loc, problems: list[Problem]
+) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            # Tagged unions put the tag in loc as e.g. 'function-after[...]'; skip those.
+            full = (*prefix, *loc)
+            problems.append(
+                Problem(line_of(root, full), format_loc(full), _message(err, model, loc))
+            )
+        return None
+
+
+def _validate_devices(
+    raw: Sequence[Any], root: Any, problems: list[Problem]
+) -> tuple[list[DeviceConfig], list[str]]:
+    plugins = load_plugins()
+    devices: list[DeviceConfig] = []
+    by_driver: dict[str, list[DeviceConfig]] = {}
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        loc: Loc = ("devices", i)
+        if not isinstance(item, dict):
+            problems.append(Problem(line_of(root, loc), format_loc(loc), "expected a mapping"))
+            continue
+        driver_name = item.get("driver")
+        plugin = plugins.get(str(driver_name)) if driver_name is not None else None
+        if driver_name is None:
+            problems.append(Problem(line_of(root, loc), format_loc((*loc, "driver")),
+                                    "required key is missing"))
+            continue
+        if plugin is None:
+            close = difflib.get_close_matches(str(driver_name), list(plugins), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(Problem(
+                line_of(root, (*loc, "driver")), format_loc((*loc, "driver")),
+                f"unknown driver {driver_name!r} (installed: {', '.join(sorted(plugins))}){hint}",
+            ))
+            continue
+        if isinstance(plugin, PluginLoadError):
+            problems.append(Problem(line_of(root, (*loc, "driver")),
+                                    format_loc((*loc, "driver")), str(plugin)))
+            continue
+        device = _validate(plugin.config_model, item, root, loc, problems)
+        if device is None:
+            continue
+        if device.name in seen:
+            problems.append(Problem(line_of(root, (*loc, "name")), format_loc((*loc, "name")),
+                                    f"duplicate device name {device.name!r} "
+                                    f"(first at devices[{seen[device.name]}])"))
+        seen.setdefault(device.name, i)
+        tag_seen: set[str] = set()
+        for t, tag in enumerate(device.tags):
+            if tag.name in tag_seen:
+                tloc = (*loc, "tags", t, "name")
+                problems.append(Problem(line_of(root, tloc), format_loc(tloc),
+                                        f"duplicate tag name {tag.name!r}"))
+            tag_seen.add(tag.name)
+        devices.append(device)
+        by_driver.setdefault(device.driver, []).append(device)
+    warnings: list[str] = []
+    for name, group in by_driver.items():
+        plugin_ = plugins[name]
+        if isinstance(plugin_, DriverPlugin) and plugin_.check is not None:
+            warnings.extend(plugin_.check(group))
+    return devices, warnings
+
+
+def parse_site(text: str, source: str | None = None) -> Site:
+    """Validate site YAML text; raise :class:`ConfigErrors` with every problem."""
+    problems: list[Problem] = []
+    try:
+        root = load_yaml(text)
+    except YamlProblem as err:
+        raise ConfigErrors([Problem(err.line, err.path, err.message)], source) from None
+    if not isinstance(root, PosDict):
+        raise ConfigErrors([Problem(1, "", "the site file must be a mapping")], source)
+
+    def report(loc: Loc, message: str) -> None:
+        problems.append(Problem(line_of(root, loc), format_loc(loc), message))
+
+    resolve_references(root, report)
+    config = _validate(SiteConfig, root, root, (), problems)
+    raw_devices = root.get("devices") or []
+    devices, warnings = (
+        _validate_devices(raw_devices, root, problems) if isinstance(raw_devices, list) else ([], [])
+    )
+    if problems or config is None:
+        raise ConfigErrors(problems, source)
+    return Site(text=text, source=source, config=config, devices=tuple(devices),
+                warnings=tuple(warnings))
+
+
+def load_site(path: str | Path) -> Site:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigErrors([Problem(1, "", f"cannot read: {err.strerror}")], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigErrors([Problem(1, "", "not UTF-8 text")], str(path)) from None
+    return parse_site(text, str(path))

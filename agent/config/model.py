@@ -1,0 +1,120 @@
+"""The core of the site model: everything but the devices' own options.
+
+Devices are validated by their driver's model (see ``agent.config.load``).
+Defaults live here and only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from agent.config.types import ByteSize, Duration, Secret
+from agent.driver import StrictModel
+
+__all__ = [
+    "BufferConfig",
+    "GatewayConfig",
+    "ManagementConfig",
+    "MqttConfig",
+    "SiteConfig",
+    "TlsConfig",
+    "UplinkConfig",
+]
+
+# Used in MQTT topics: no '/', '+', '#' or spaces.
+TOPIC_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class GatewayConfig(StrictModel):
+    id: str = Field(pattern=TOPIC_WORD, description="Unique gateway id; appears in every topic")
+    site: str = Field(pattern=TOPIC_WORD, description="Site name; second level of every topic")
+
+
+class TlsConfig(StrictModel):
+    ca: Path | None = Field(None, description="CA bundle to verify the broker (system CAs if unset)")
+    cert: Path | None = Field(None, description="Client certificate (PEM)")
+    key: Path | None = Field(None, description="Client private key (PEM)")
+
+    @field_validator("key")
+    @classmethod
+    def _key_needs_cert(cls, key: Path | None, info: Any) -> Path | None:
+        if key is not None and info.data.get("cert") is None:
+            raise ValueError("a client key needs a client cert")
+        return key
+
+
+class MqttConfig(StrictModel):
+    url: str = Field(description="mqtt://host[:1883] or mqtts://host[:8883]")
+    username: str | None = None
+    password: Secret | None = Field(None, description="${env:NAME} or ${file:/path}")
+    client_id: str | None = Field(None, description="Defaults to the gateway id")
+    tls: TlsConfig | None = None
+    topic_prefix: str = Field("m2m", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    format: Literal["json"] = Field("json", description="Payload format (sparkplug_b is planned)")
+    max_message: ByteSize = Field(128 * 1024, ge=1024, description="Largest data message")
+    keepalive: Duration = Field(30.0, ge=5)
+    max_inflight: int = Field(16, ge=1, le=1000, description="Unacknowledged data messages")
+    reconnect_max: Duration = Field(60.0, gt=0, description="Cap of the reconnect backoff")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("url must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("url has no host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("url has an invalid port") from None
+        if parts.username or parts.password:
+            raise ValueError("put credentials in username/password, not in the url")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def use_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class UplinkConfig(StrictModel):
+    mqtt: MqttConfig
+
+
+class BufferConfig(StrictModel):
+    max_size: ByteSize = Field(512 * 1024**2, ge=64 * 1024, description="Oldest dropped beyond")
+    max_age: Duration = Field(7 * 86400.0, gt=0, description="Older batches are dropped")
+    commit_interval: Duration = Field(
+        1.0, ge=0.05, le=60, description="Readings are committed to disk at least this often"
+    )
+
+
+class ManagementConfig(StrictModel):
+    metrics_interval: Duration = Field(60.0, ge=1)
+    rollback_after: Duration = Field(120.0, ge=5)
+    command_key: Secret | None = Field(None, description="HMAC key; then commands must be signed")
+    command_window: Duration = Field(60.0, ge=1, description="Accepted clock skew of signed commands")
+    command_rate: float = Field(20.0, gt=0, description="Commands accepted per second (burst x2)")
+
+
+class SiteConfig(StrictModel):
+    gateway: GatewayConfig
+    uplink: UplinkConfig
+    buffer: BufferConfig = BufferConfig()
+    management: ManagementConfig = ManagementConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Validated one by one with each device's driver model.
+    devices: list[dict[str, Any]] = Field(default_factory=list)

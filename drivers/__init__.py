@@ -1,0 +1,1 @@
+"""Protocol plugins for edge-agent; each sub-package is one driver."""

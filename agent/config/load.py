@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from agent.config.model import SiteConfig
 from agent.config.secrets import resolve_references
 from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
-from agent.driver import DeviceConfig, DriverPlugin
+from agent.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
 from agent.registry import PluginLoadError, load_plugins
 
 __all__ = ["ConfigErrors", "Problem", "Site", "load_site", "parse_site"]
@@ -74,16 +74,16 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     """The pydantic models an annotation can hold (through Optional, list, Annotated)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
-        return _models_in(args[0])
+        return models_in(args[0])
     if origin in (typing.Union, types.UnionType) or args:
-        return [m for arg in args for m in _models_in(arg)]
+        return [m for arg in args for m in models_in(arg)]
     return []
 
 
@@ -96,7 +96,7 @@ def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
         for m in current:
             field = m.model_fields.get(part)
             if field is not None:
-                nxt.extend(_models_in(field.annotation))
+                nxt.extend(models_in(field.annotation))
         current = nxt
     return sorted({k for m in current for k in m.model_fields})
 
@@ -111,6 +111,8 @@ def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
         return f"unknown key {key!r}{hint}"
     if kind == "missing":
         return "required key is missing"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        return "use only letters, digits, '_', '.' and '-' (it is part of MQTT topics)"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
 

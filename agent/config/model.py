@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from agent.config.types import ByteSize, Duration, Secret
-from agent.driver import StrictModel
+from agent.driver import NAME_PATTERN, StrictModel
 
 __all__ = [
     "BufferConfig",
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Used in MQTT topics: no '/', '+', '#' or spaces.
-TOPIC_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+TOPIC_WORD = NAME_PATTERN
 
 
 class GatewayConfig(StrictModel):

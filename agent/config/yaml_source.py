@@ -126,7 +126,10 @@ def load_yaml(text: str) -> Any:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlProblem(line, "", f"YAML syntax: {err.problem or err}") from None
+        where = ""
+        if err.context_mark is not None and err.context_mark.line + 1 != line:
+            where = f" ({err.context or 'block'} started on line {err.context_mark.line + 1})"
+        raise YamlProblem(line, "", f"YAML syntax: {err.problem or err}{where}") from None
     except yaml.YAMLError as err:
         raise YamlProblem(1, "", f"YAML syntax: {err}") from None
     finally:

@@ -1,0 +1,178 @@
+"""The running agent: wires config, scheduler, buffer and uplink together.
+
+Start order: buffer (so nothing is lost), uplink, devices; then READY.
+Stop order: devices, a last buffer commit, an ``offline`` state, disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.buffer import Buffer
+from agent.config.load import Site
+from agent.driver import DriverPlugin
+from agent.readings import Sample
+from agent.registry import load_plugins
+from agent.scheduler import Scheduler
+from agent.systemd import Notifier, Watchdog
+from agent.uplink import Uplink
+
+__all__ = ["Agent"]
+
+log = logging.getLogger("agent.app")
+
+
+def _usable_plugins() -> dict[str, DriverPlugin]:
+    # Validation already refused devices whose driver failed to load.
+    return {name: p for name, p in load_plugins().items() if isinstance(p, DriverPlugin)}
+
+
+class Agent:
+    """One running gateway.  ``run()`` until ``stop()``."""
+
+    def __init__(self, site: Site, state_dir: Path, *, notifier: Notifier | None = None) -> None:
+        self.site = site
+        self.state_dir = state_dir
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.started_monotonic = time.monotonic()
+        self.notifier = notifier or Notifier.from_env()
+        self.watchdog = Watchdog(self.notifier)
+        self.latest: dict[str, Sample] = {}
+        self.state_extra: dict[str, Any] = {}
+        self._stop = asyncio.Event()
+        cfg = site.config
+        self.buffer = Buffer(
+            state_dir / "buffer.sqlite",
+            max_size=cfg.buffer.max_size,
+            max_age=cfg.buffer.max_age,
+            max_message=cfg.uplink.mqtt.max_message,
+            commit_interval=cfg.buffer.commit_interval,
+        )
+        self.uplink = Uplink(mqtt=cfg.uplink.mqtt, gateway=cfg.gateway, buffer=self.buffer,
+                             state=self.state)
+        self.uplink.heartbeat = self.watchdog.heartbeat("uplink", 120.0)
+        self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
+                                   sink=self._sink, heartbeat=self.watchdog.heartbeat)
+        #: Extra long-running jobs (management) started with the agent.
+        self.services: list[Callable[[Agent], Awaitable[None]]] = []
+        #: Called with the new site after a successful reload/apply.
+        self.on_reload: list[Callable[[Site], Awaitable[None]]] = []
+
+    # -- views ---------------------------------------------------------
+    def state(self, status: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "version": __version__,
+            "started_at": self.started_at,
+            "config_hash": self.site.hash,
+            **self.state_extra,
+        }
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def summary(self) -> str:
+        """One line for systemd STATUS= and the demo."""
+        runners = self.scheduler.runners.values()
+        up = sum(1 for r in runners if r.counters.connected)
+        link = "up" if self.uplink.counters.connected else "down"
+        return (f"devices {up}/{len(runners)} up, uplink {link}, "
+                f"buffer {self.buffer.stats.batches} batches")
+
+    def _sink(self, device: str, samples: list[Sample]) -> None:
+        self.buffer.add(device, samples)
+        if samples:
+            self.latest[device] = samples[-1]
+
+    # -- control -------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def apply_site(self, site: Site) -> dict[str, list[str]]:
+        """Switch to a validated site live: only changed devices restart.
+
+        Buffer and uplink settings need a restart of the agent to change;
+        they are reported, not silently ignored.
+        """
+        old = self.site
+        self.site = site
+        changes = await self.scheduler.apply(site.devices)
+        if old.config.model_dump(exclude={"devices"}) != site.config.model_dump(
+            exclude={"devices"}
+        ):
+            changes["needs_restart"] = ["gateway/uplink/buffer/management settings"]
+        for hook in self.on_reload:
+            await hook(site)
+        await self.uplink.publish_state()
+        log.info("config %s applied: %s", site.hash, changes)
+        return changes
+
+    async def run(self, reload: Callable[[], Site] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        if reload is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self._reload_soon, reload)
+
+        await self.buffer.open()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            tasks.append(asyncio.create_task(self.buffer.run(), name="buffer"))
+            tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+            tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
+            tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+            tasks.extend(asyncio.create_task(svc(self), name=f"service:{i}")
+                         for i, svc in enumerate(self.services))
+            await self.scheduler.apply(self.site.devices)
+            log.info("edge-agent %s started: gateway %s, %d devices, config %s", __version__,
+                     self.site.config.gateway.id, len(self.site.devices), self.site.hash)
+            self.notifier.ready()
+            self.notifier.status(self.summary())
+            stop_wait = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop_wait}:
+                # A core task ended on its own: a bug. Stop cleanly; systemd restarts us.
+                log.error("task %s ended unexpectedly: %r", task.get_name(), task.exception())
+            stop_wait.cancel()
+        finally:
+            log.info("stopping")
+            self.notifier.stopping()
+            await self.scheduler.stop_all()
+            await self.uplink.publish(self.uplink.topic("state"),
+                                      json.dumps(self.state("offline")),
+                                      retain=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.buffer.close()
+            log.info("stopped; %d batches kept in the buffer", self.buffer.stats.batches)
+
+    def _reload_soon(self, reload: Callable[[], Site]) -> None:
+        asyncio.get_running_loop().create_task(self._reload(reload), name="reload")
+
+    async def _reload(self, reload: Callable[[], Site]) -> None:
+        self.notifier.reloading()
+        try:
+            site = reload()
+        except Exception as err:  # noqa: BLE001 - a bad file keeps the running config
+            log.error("reload refused, keeping config %s:\n%s", self.site.hash, err)
+        else:
+            await self.apply_site(site)
+        self.notifier.ready()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            self.notifier.status(self.summary())

@@ -1,0 +1,144 @@
+"""``edge-agent``: the command line of SPEC.md.
+
+Each sub-command imports what it needs when it runs, so ``check`` stays
+fast and a Modbus-only gateway never imports OPC UA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from agent import __version__
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "/etc/edge-agent/site.yaml"
+DEFAULT_STATE = "/var/lib/edge-agent"
+COMMANDS_GROUP = "edge_agent.commands"
+
+log = logging.getLogger("agent.cli")
+
+
+def _state_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.config.load import ConfigErrors, load_site
+
+    try:
+        site = load_site(args.config)
+    except ConfigErrors as err:
+        print(err.render(), file=sys.stderr)
+        print(f"{args.config}: {len(err.problems)} problem(s)", file=sys.stderr)
+        return 1
+    for line in site.warnings:
+        print(f"{args.config}: {line}")
+    print(f"{args.config}: ok, {len(site.devices)} device(s), "
+          f"{sum(len(d.tags) for d in site.devices)} tag(s), config {site.hash}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.run import run_agent
+
+    return run_agent(Path(args.config), _state_dir(args.state_dir),
+                     log_format=args.log_format, log_level=args.log_level)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(duration=args.duration, broker=args.broker, workdir=args.workdir)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from agent.commission import run_read
+
+    return run_read(args)
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    from agent.commission import run_write
+
+    return run_write(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Shop-floor gateway: polls devices, buffers on disk, forwards over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the agent in the foreground (what systemd starts)")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="site file (%(default)s)")
+    p.add_argument("--state-dir", help="buffer, certificates, last-good config "
+                   "(default: $STATE_DIRECTORY, else /var/lib/edge-agent)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="overrides log_level of the site file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a site file without touching devices")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="site file (%(default)s)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="simulated devices + the agent, with a live view")
+    p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883",
+                   help="broker to publish to when it answers (%(default)s)")
+    p.add_argument("--workdir", default=None, help="keep demo state here (default: temporary)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("read", help="one-shot read for commissioning, as a table")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument("device")
+    p.add_argument("tags", nargs="*", help="tags to read (all when none)")
+    p.add_argument("--address", action="append", default=[],
+                   help="ad-hoc address not in the file (repeatable), e.g. HR100")
+    p.add_argument("--type", dest="type_", help="type of the ad-hoc addresses, e.g. float32")
+    p.add_argument("--order", help="word/byte order of the ad-hoc addresses, e.g. CDAB")
+    p.add_argument("--state-dir", help="where drivers keep state (certificates)")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("write", help="one guarded write (writable tags, within bounds, read back)")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument("device")
+    p.add_argument("tag")
+    p.add_argument("value", help="number, true/false, or text")
+    p.add_argument("--state-dir", help="where drivers keep state (certificates)")
+    p.set_defaults(func=cmd_write)
+
+    # Protocol-specific commands (e.g. OPC UA `browse`) and `remote` plug in here.
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        except Exception as err:  # noqa: BLE001 - one broken plugin must not break the CLI
+            broken = sub.add_parser(ep.name, help=f"(unavailable: {err})")
+            broken.set_defaults(func=lambda _a, e=err, n=ep.name: _unavailable(n, e))
+    return parser
+
+
+def _unavailable(name: str, err: Exception) -> int:
+    print(f"edge-agent {name}: unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

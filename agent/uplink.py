@@ -1,0 +1,232 @@
+"""The MQTT uplink: one session to the broker for data, state and commands.
+
+Sending is driven by the buffer, never by the scheduler: a batch leaves the
+buffer only when the broker has acknowledged it (QoS 1 PUBACK).  After a
+(re)connect two cursors run over the buffer: *backlog* (batches stored
+before the connect, oldest first) and *live* (batches committed since).
+They share the in-flight window, so live data keeps flowing while a backlog
+drains, and each stream stays in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.properties import Properties
+
+from agent.backoff import Backoff
+from agent.buffer import Buffer, StoredBatch
+from agent.config.model import GatewayConfig, MqttConfig
+from agent.metrics import UplinkCounters
+
+__all__ = ["Handler", "Uplink"]
+
+log = logging.getLogger("agent.uplink")
+
+Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+class Uplink:
+    def __init__(
+        self,
+        *,
+        mqtt: MqttConfig,
+        gateway: GatewayConfig,
+        buffer: Buffer,
+        state: Callable[[str], dict[str, Any]],
+        counters: UplinkCounters | None = None,
+    ) -> None:
+        self.mqtt = mqtt
+        self.gateway = gateway
+        self.buffer = buffer
+        self.state = state
+        self.counters = counters or UplinkCounters()
+        self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._handlers: list[tuple[str, Handler]] = []
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        #: Called after every successful connect (e.g. to publish metrics at once).
+        self.on_connect: list[Callable[[], Awaitable[None]]] = []
+        self.heartbeat: Callable[[], None] = lambda: None
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.base}/{suffix}"
+
+    def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        """Register before ``run()``; messages are handled concurrently."""
+        self._handlers.append((topic_filter, handler))
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> bool:
+        """Publish if connected; False when the link is down or the publish failed."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        except aiomqtt.MqttError as err:
+            log.debug("publish to %s failed: %s", topic, err)
+            return False
+        return True
+
+    async def publish_state(self) -> None:
+        await self.publish(self.topic("state"), json.dumps(self.state("online")), retain=True)
+
+    def _client_args(self) -> dict[str, Any]:
+        m = self.mqtt
+        tls = None
+        if m.use_tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(m.tls.ca) if m.tls and m.tls.ca else None,
+                certfile=str(m.tls.cert) if m.tls and m.tls.cert else None,
+                keyfile=str(m.tls.key) if m.tls and m.tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        will = aiomqtt.Will(
+            self.topic("state"), json.dumps(self.state("offline")), qos=1, retain=True
+        )
+        return {
+            "hostname": m.host,
+            "port": m.port,
+            "username": m.username,
+            "password": m.password.get_secret_value() if m.password else None,
+            "identifier": m.client_id or self.gateway.id,
+            "protocol": aiomqtt.ProtocolVersion.V5,
+            "will": will,
+            "tls_params": tls,
+            "keepalive": int(m.keepalive),
+            "timeout": max(10.0, m.keepalive),
+            "max_inflight_messages": m.max_inflight + 8,
+        }
+
+    async def run(self) -> None:
+        """Connect, send, reconnect with backoff; forever (until cancelled)."""
+        backoff = Backoff(1.0, self.mqtt.reconnect_max)
+        failing = False
+        while True:
+            try:
+                async with aiomqtt.Client(**self._client_args()) as client:
+                    self._client = client
+                    backoff.reset()
+                    self.counters.connected = True
+                    self.counters.reconnects += 1
+                    log.info("uplink up: %s:%d", self.mqtt.host, self.mqtt.port)
+                    failing = False
+                    await self._session(client)
+            except aiomqtt.MqttError as err:
+                self.counters.errors += 1
+                self.counters.last_error = str(err)
+                if not failing:
+                    log.error("uplink down: %s:%d: %s", self.mqtt.host, self.mqtt.port, err)
+                    failing = True
+                else:
+                    log.debug("uplink still down: %s", err)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.counters.connected = False
+            delay = backoff.next()
+            # The heartbeat keeps beating while we wait: a broker outage is not a hang.
+            deadline = asyncio.get_running_loop().time() + delay
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                self.heartbeat()
+                await asyncio.sleep(min(left, 1.0))
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        for topic_filter, _ in self._handlers:
+            await client.subscribe(topic_filter, qos=1)
+        await client.publish(self.topic("state"), json.dumps(self.state("online")),
+                             qos=1, retain=True)
+        self.connected.set()
+        for hook in self.on_connect:
+            await hook()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._send_loop(client), name="uplink-send")
+            tg.create_task(self._receive_loop(client), name="uplink-receive")
+
+    async def _receive_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            for topic_filter, handler in self._handlers:
+                if message.topic.matches(topic_filter):
+                    task = asyncio.create_task(self._handle(handler, message))
+                    self._handler_tasks.add(task)
+                    task.add_done_callback(self._handler_tasks.discard)
+
+    async def _handle(self, handler: Handler, message: aiomqtt.Message) -> None:
+        try:
+            await handler(message)
+        except Exception:
+            log.exception("handler for %s failed", message.topic)
+
+    def _envelope(self, batch: StoredBatch) -> bytes:
+        head = json.dumps(
+            {"gateway": self.gateway.id, "device": batch.device, "seq": batch.seq},
+            separators=(",", ":"),
+        )
+        return head[:-1].encode() + b',"samples":' + batch.samples_json + b"}"
+
+    async def _send_one(self, client: aiomqtt.Client, batch: StoredBatch) -> None:
+        self.counters.sent += 1
+        await client.publish(self.topic(f"data/{batch.device}"), self._envelope(batch), qos=1)
+        self.counters.acked += 1
+        self.buffer.ack(batch.seq)
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        window = self.mqtt.max_inflight
+        boundary = await self.buffer.max_seq()  # stored before this connect: backlog
+        backlog_cursor = 0
+        live_cursor = boundary
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self.heartbeat()
+                # Cleared before fetching, so a commit racing the fetch still wakes us.
+                self.buffer.committed.clear()
+                for task in [t for t in inflight if t.done()]:
+                    inflight.discard(task)
+                    task.result()  # a failed publish ends the session -> reconnect
+                free = window - len(inflight)
+                if free > 0:
+                    # Live first, but never more than half the window while a
+                    # backlog remains, so both make progress.
+                    live = await self.buffer.fetch(live_cursor, max(1, free // 2)
+                                                   if backlog_cursor < boundary else free)
+                    if live:
+                        live_cursor = live[-1].seq
+                    old: list[StoredBatch] = []
+                    if backlog_cursor < boundary and free - len(live) > 0:
+                        old = await self.buffer.fetch(backlog_cursor, free - len(live), boundary)
+                        backlog_cursor = old[-1].seq if old else boundary
+                    for batch in (*old, *live):
+                        inflight.add(asyncio.create_task(self._send_one(client, batch)))
+                    if old or live:
+                        continue
+                # Nothing to send, or the window is full: wait for either.
+                waiters: set[asyncio.Future[Any]] = set(inflight)
+                if len(inflight) < window:
+                    waiters.add(asyncio.ensure_future(self.buffer.committed.wait()))
+                done, _ = await asyncio.wait(waiters, timeout=1.0,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for fut in waiters - inflight:
+                    fut.cancel()
+                for task in done & inflight:
+                    inflight.discard(task)
+                    task.result()  # a failed publish ends the session -> reconnect
+        finally:
+            for task in inflight:
+                task.cancel()

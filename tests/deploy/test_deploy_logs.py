@@ -46,7 +46,8 @@ def test_text_line_shape():
     )
     lines = out.getvalue().splitlines()
     assert re.fullmatch(ISO + r" INFO scheduler: started 3 devices", lines[0]), lines[0]
-    assert re.fullmatch(ISO + r" WARNING modbus\.driver \[press-1\]: timeout reading HR100", lines[1])
+    expected = ISO + r" WARNING modbus\.driver \[press-1\]: timeout reading HR100"
+    assert re.fullmatch(expected, lines[1])
 
 
 def test_json_lines_parse():

@@ -1,0 +1,1 @@
+"""Serial ASCII instruments (scales, analysers, NMEA sensors) on RS-232/485."""

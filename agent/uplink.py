@@ -128,7 +128,9 @@ class Uplink:
                     log.info("uplink up: %s:%d", self.mqtt.host, self.mqtt.port)
                     failing = False
                     await self._session(client)
-            except aiomqtt.MqttError as err:
+            except Exception as err:  # noqa: BLE001 - the link is retried, never given up
+                if not isinstance(err, aiomqtt.MqttError):
+                    log.exception("uplink session failed unexpectedly")
                 self.counters.errors += 1
                 self.counters.last_error = str(err)
                 if not failing:
@@ -155,9 +157,12 @@ class Uplink:
         self.connected.set()
         for hook in self.on_connect:
             await hook()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._send_loop(client), name="uplink-send")
-            tg.create_task(self._receive_loop(client), name="uplink-receive")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._send_loop(client), name="uplink-send")
+                tg.create_task(self._receive_loop(client), name="uplink-receive")
+        except* aiomqtt.MqttError as group:
+            raise group.exceptions[0] from None
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

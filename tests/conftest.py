@@ -64,7 +64,10 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            # Persistence keeps the test subscriber's session across a restart,
+            # so what the agent sends while the subscriber reconnects is queued.
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n"
             "max_inflight_messages 100\n"
             + extra_conf
@@ -102,3 +105,45 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+class Collector:
+    """A test-side MQTT subscriber that survives broker restarts (persistent session)."""
+
+    def __init__(self, broker: Broker, topic: str, client_id: str = "test-collector") -> None:
+        self.broker = broker
+        self.topic = topic
+        self.client_id = client_id
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        while True:
+            try:
+                async with aiomqtt.Client("127.0.0.1", self.broker.port,
+                                          identifier=self.client_id, clean_session=False) as c:
+                    await c.subscribe(self.topic, qos=1)
+                    self.subscribed.set()
+                    async for msg in c.messages:
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        self.messages.append((str(msg.topic), payload, bool(msg.retain)))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+    async def __aenter__(self) -> Collector:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.subscribed.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def json_payloads(self, suffix: str = "") -> list[dict[str, object]]:
+        import json
+
+        return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]

@@ -1,0 +1,1 @@
+"""Modbus TCP, RTU, ASCII and RTU-over-TCP driver (see README.md)."""

@@ -1,0 +1,235 @@
+"""The Modbus driver: plan once, read blocks through the bus, decode, write guarded."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from agent.driver import DeviceUnavailable, Driver, DriverContext, DriverError, WriteRefused
+from agent.readings import Sample, now_ms
+from drivers.modbus.bus import Bus, ExceptionReply, NoAnswer, bus_for
+from drivers.modbus.codec import EncodeError, encode_registers, parse_bool
+from drivers.modbus.options import ModbusDevice, ModbusTag
+from drivers.modbus.planning import Block, Planner, make_block, split
+
+__all__ = ["ModbusDriver"]
+
+# pymodbus logs an error for every timeout and a warning for each deprecated
+# datastore it builds; we report outages ourselves, once (see bus.py).
+logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
+
+#: Exception codes that mean "this range is not all readable": narrow it down.
+#: (Some devices say 3, illegal data value, for a count they do not accept.)
+SPLIT_CODES = (2, 3)
+
+
+class ModbusDriver(Driver):
+    def __init__(self, config: ModbusDevice, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.device = config
+        self.conn = config.connection
+        self.planner = Planner(config)
+        self._bus: Bus | None = None
+        self._counters = context.counters
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise DeviceUnavailable("not connected", device=self.device.name)
+        return self._bus
+
+    async def connect(self) -> None:
+        bus = bus_for(self.context.shared, self.conn)
+        bus.users.add(self)
+        self._bus = bus
+        await bus.open()
+
+    async def close(self) -> None:
+        bus = self._bus
+        self._bus = None
+        if bus is None:
+            return
+        key = bus.key
+        bus.users.discard(self)
+        if not bus.users:
+            bus.close()
+            if self.context.shared.get(key) is bus:
+                del self.context.shared[key]
+
+    async def _request(self, block: Block, retries: int) -> Any:
+        unit, fc, count = self.conn.unit, block.fc, block.count
+        self._counters.count("requests")
+
+        def call(client: Any) -> Any:
+            if fc == 3:
+                return client.read_holding_registers(block.start, count=count, device_id=unit)
+            if fc == 4:
+                return client.read_input_registers(block.start, count=count, device_id=unit)
+            if fc == 1:
+                return client.read_coils(block.start, count=count, device_id=unit)
+            return client.read_discrete_inputs(block.start, count=count, device_id=unit)
+
+        def check(reply: Any) -> bool:
+            if reply.function_code != fc:
+                return False
+            if fc in (3, 4):
+                return len(reply.registers) == count
+            return len(reply.bits) >= count
+
+        return await self.bus.execute(
+            call, answer_within=self.conn.timeout, retries=retries, pause=self.conn.pause,
+            check=check,
+        )
+
+    @staticmethod
+    def _decode(block: Block, reply: Any, values: dict[str, Any], bad: dict[str, str]) -> None:
+        if block.table in ("co", "di"):
+            bits = reply.bits
+            for s in block.specs:
+                values[s.name] = bool(bits[s.start - block.start])
+            return
+        regs = reply.registers
+        n = len(regs)
+        be = struct.pack(f">{n}H", *regs)
+        sw = struct.pack(f"<{n}H", *regs) if block.needs_swapped else be
+        for dec in block.decoders:
+            value, error = dec.decode(be, sw, regs)
+            values[dec.name] = value
+            if error is not None:
+                bad[dec.name] = error
+
+    @staticmethod
+    def _mark(block: Block, error: str, values: dict[str, Any], bad: dict[str, str]) -> None:
+        for name in block.names:
+            values[name] = None
+            bad[name] = error
+
+    async def _narrow(
+        self, block: Block, retries: int, values: dict[str, Any], bad: dict[str, str]
+    ) -> list[Block]:
+        """Split a block refused as a whole until only the refusing tags fail."""
+        halves = split(block)
+        if halves is None:
+            self._mark(block, "exception 2 (illegal data address)", values, bad)
+            return [block]
+        self._counters.count("block_splits")
+        out: list[Block] = []
+        for half in halves:
+            try:
+                reply = await self._request(half, retries)
+            except ExceptionReply as err:
+                if err.exception_code in SPLIT_CODES:
+                    out.extend(await self._narrow(half, retries, values, bad))
+                    continue
+                self._mark(half, str(err), values, bad)
+            else:
+                self._decode(half, reply, values, bad)
+            out.append(half)
+        return out
+
+    async def read(self, tags: Sequence[str] | None = None) -> Sample:
+        ts = now_ms()
+        names = None if tags is None else tuple(tags)
+        blocks = self.planner.plan(names)
+        values: dict[str, Any] = {}
+        bad: dict[str, str] = {}
+        bus = self.bus
+        unit = self.conn.unit
+        retries = bus.admit(unit, self.conn.retries)
+        try:
+            i = 0
+            while i < len(blocks):
+                block = blocks[i]
+                try:
+                    reply = await self._request(block, retries)
+                except ExceptionReply as err:
+                    self._counters.count(f"exception_{err.exception_code}")
+                    if err.exception_code in SPLIT_CODES and len(block.specs) > 1:
+                        leaves = await self._narrow(block, retries, values, bad)
+                        # Keep what we learned: the plan reads the leaves from now on.
+                        blocks[i : i + 1] = leaves
+                        self.context.log.info(
+                            "%s: %s refused as a whole; now %d requests; bad: %s",
+                            self.device.name, block, len(leaves),
+                            ", ".join(n for n in block.names if n in bad) or "none",
+                        )
+                        i += len(leaves)
+                        continue
+                    self._mark(block, str(err), values, bad)
+                else:
+                    self._decode(block, reply, values, bad)
+                retries = self.conn.retries  # a probe answered: back to normal
+                i += 1
+        except NoAnswer as err:
+            self._counters.count("unit_down")
+            bus.unit_failed(unit, str(err), self.conn.unit_backoff_max)
+            raise NoAnswer(f"unit {unit}: {err}", device=self.device.name) from None
+        except DeviceUnavailable:
+            bus.unit_ok(unit)  # the link failed, not the unit
+            raise
+        bus.unit_ok(unit)
+        if names is not None:
+            for name in names:
+                if name not in values:
+                    values[name] = None
+                    bad[name] = "no such tag"
+        if self.conn.close_after_scan:
+            await bus.idle_close()
+        return Sample(ts=ts, values=values, bad=bad)
+
+    async def write(self, tag: str, value: Any) -> Any:
+        spec = self.planner.spec(tag)
+        if spec is None:
+            raise WriteRefused(f"device {self.device.name} has no tag {tag!r}")
+        cfg: ModbusTag = spec.tag
+        if spec.table in ("di", "ir"):
+            raise WriteRefused(f"{tag} is read-only ({spec.table.upper()})")
+        try:
+            if spec.table == "co" or spec.bit is not None:
+                payload: Any = parse_bool(value)
+            else:
+                payload = encode_registers(cfg, value)
+        except EncodeError as err:
+            raise WriteRefused(f"{tag}: {err}", device=self.device.name) from None
+        bus, unit = self.bus, self.conn.unit
+        retries = bus.admit(unit, self.conn.retries)
+
+        async def send(call: Any) -> None:
+            await bus.execute(
+                call, answer_within=self.conn.timeout, retries=retries, pause=self.conn.pause
+            )
+
+        multiple = self.device.write_functions == "multiple"
+        single = make_block([spec])
+        try:
+            if spec.table == "co":
+                if multiple:
+                    await send(lambda c: c.write_coils(spec.start, [payload], device_id=unit))
+                else:
+                    await send(lambda c: c.write_coil(spec.start, payload, device_id=unit))
+            else:
+                if spec.bit is not None:
+                    # A bit of a register: read, change that bit, write back.
+                    current = (await self._request(single, retries)).registers[0]
+                    mask = 1 << spec.bit
+                    payload = [(current | mask) if payload else (current & ~mask)]
+                regs: list[int] = payload
+                if len(regs) == 1 and not multiple:
+                    await send(lambda c: c.write_register(spec.start, regs[0], device_id=unit))
+                else:
+                    await send(lambda c: c.write_registers(spec.start, regs, device_id=unit))
+            values: dict[str, Any] = {}
+            bad: dict[str, str] = {}
+            self._decode(single, await self._request(single, retries), values, bad)
+        except NoAnswer as err:
+            bus.unit_failed(unit, str(err), self.conn.unit_backoff_max)
+            raise DriverError(f"{tag}: no answer ({err}); the write may or may not have "
+                              "happened", device=self.device.name) from None
+        except ExceptionReply as err:
+            raise DriverError(f"{tag}: device refused: {err}", device=self.device.name) from None
+        bus.unit_ok(unit)
+        if tag in bad:
+            raise DriverError(f"{tag}: written, but the read-back is bad: {bad[tag]}")
+        return values[tag]

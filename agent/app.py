@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class Agent:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         self.started_monotonic = time.monotonic()
         self.notifier = notifier or Notifier.from_env()
-        self.watchdog = Watchdog(self.notifier)
+        self.watchdog = Watchdog.from_env(self.notifier)
         self.latest: dict[str, Sample] = {}
         self.state_extra: dict[str, Any] = {}
         self._stop = asyncio.Event()
@@ -64,7 +64,7 @@ class Agent:
         self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
                                    sink=self._sink, heartbeat=self.watchdog.heartbeat)
         #: Extra long-running jobs (management) started with the agent.
-        self.services: list[Callable[[Agent], Awaitable[None]]] = []
+        self.services: list[Callable[[Agent], Coroutine[Any, Any, None]]] = []
         #: Called with the new site after a successful reload/apply.
         self.on_reload: list[Callable[[Site], Awaitable[None]]] = []
 
@@ -99,22 +99,28 @@ class Agent:
         self._stop.set()
 
     async def apply_site(self, site: Site) -> dict[str, list[str]]:
-        """Switch to a validated site live: only changed devices restart.
+        """Switch to a validated site live.
 
-        Buffer and uplink settings need a restart of the agent to change;
-        they are reported, not silently ignored.
+        Only devices whose options changed restart; the buffer is never
+        recreated (its limits change in place); a changed broker, credential
+        or topic setting makes the uplink reconnect with the new settings.
         """
         old = self.site
         self.site = site
+        cfg = site.config
         changes = await self.scheduler.apply(site.devices)
-        if old.config.model_dump(exclude={"devices"}) != site.config.model_dump(
-            exclude={"devices"}
-        ):
-            changes["needs_restart"] = ["gateway/uplink/buffer/management settings"]
+        self.buffer.max_size = cfg.buffer.max_size
+        self.buffer.max_age = cfg.buffer.max_age
+        self.buffer.commit_interval = cfg.buffer.commit_interval
+        self.buffer.set_max_message(cfg.uplink.mqtt.max_message)
+        if (old.config.uplink, old.config.gateway) != (cfg.uplink, cfg.gateway):
+            self.uplink.reconfigure(cfg.uplink.mqtt, cfg.gateway)
+            changes["uplink"] = ["reconnecting"]
         for hook in self.on_reload:
             await hook(site)
         await self.uplink.publish_state()
-        log.info("config %s applied: %s", site.hash, changes)
+        log.info("config %s applied: %s", site.hash,
+                 {k: v for k, v in changes.items() if v} or "no device changed")
         return changes
 
     async def run(self, reload: Callable[[], Site] | None = None) -> None:
@@ -166,7 +172,7 @@ class Agent:
         self.notifier.reloading()
         try:
             site = reload()
-        except Exception as err:  # noqa: BLE001 - a bad file keeps the running config
+        except Exception as err:
             log.error("reload refused, keeping config %s:\n%s", self.site.hash, err)
         else:
             await self.apply_site(site)

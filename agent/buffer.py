@@ -171,7 +171,7 @@ class Buffer:
         self.path = path
         self.max_size = max_size
         self.max_age = max_age
-        self.batch_limit = max_message - _ENVELOPE_BYTES
+        self.set_max_message(max_message)
         self.commit_interval = commit_interval
         self.stats = BufferStats()
         self.committed = asyncio.Event()  # set after each commit that added batches
@@ -180,6 +180,10 @@ class Buffer:
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
         self._disk_full_logged = False
+
+    def set_max_message(self, max_message: int) -> None:
+        """Batches committed from now on fit ``max_message`` (stored ones already do)."""
+        self.batch_limit = max_message - _ENVELOPE_BYTES
 
     # -- thread side ---------------------------------------------------
     def _open(self) -> None:

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         try:
             ep.load()(sub)
-        except Exception as err:  # noqa: BLE001 - one broken plugin must not break the CLI
+        except Exception as err:
             broken = sub.add_parser(ep.name, help=f"(unavailable: {err})")
             broken.set_defaults(func=lambda _a, e=err, n=ep.name: _unavailable(n, e))
     return parser

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from agent.config.load import ConfigErrors, Site, models_in, load_site
+from agent.config.load import ConfigErrors, Site, load_site, models_in
 from agent.driver import DeviceConfig, Driver, DriverContext, DriverError, DriverPlugin, TagConfig
 from agent.logs import setup_logging
 from agent.metrics import DeviceCounters

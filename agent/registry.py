@@ -32,7 +32,7 @@ def load_plugins() -> dict[str, DriverPlugin | PluginLoadError]:
             if not isinstance(plugin, DriverPlugin):
                 raise TypeError(f"{ep.value} is not a DriverPlugin")
             plugins[ep.name] = plugin
-        except Exception as err:  # noqa: BLE001 - any import failure is reported by name
+        except Exception as err:
             plugins[ep.name] = PluginLoadError(
                 f"driver {ep.name!r} ({ep.value}) failed to load: {type(err).__name__}: {err}"
             )

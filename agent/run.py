@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -101,8 +102,6 @@ def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
     from agent.management import attach_management
 
     attach_management(agent, config_path=config)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run(reload=reload))
-    except KeyboardInterrupt:
-        pass
     return 0

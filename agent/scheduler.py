@@ -27,7 +27,7 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
 from agent.metrics import DeviceCounters
-from agent.readings import Sample, now_ms
+from agent.readings import Sample
 
 __all__ = ["DeviceRunner", "Scheduler", "Sink"]
 
@@ -104,7 +104,7 @@ class DeviceRunner:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self.driver.connect()
-        except Exception as err:  # noqa: BLE001 - any failure is a down device, never a dead task
+        except Exception as err:
             self._went_down(err)
             await self._close()
             return False
@@ -115,7 +115,7 @@ class DeviceRunner:
     async def _close(self) -> None:
         try:
             await self.driver.close()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self.log.debug("close of %s failed: %s", self.config.name, err)
 
     # -- loops ---------------------------------------------------------
@@ -132,7 +132,7 @@ class DeviceRunner:
         started = time.perf_counter()
         try:
             sample = await self.driver.read()
-        except Exception as err:  # noqa: BLE001 - becomes bad readings and a reconnect
+        except Exception as err:
             self._went_down(err)
             self._emit_bad()
             await self._close()
@@ -183,7 +183,7 @@ class DeviceRunner:
                 try:
                     await self.driver.stream(emit)
                     raise ConnectionError("stream ended")
-                except Exception as err:  # noqa: BLE001 - reconnect below
+                except Exception as err:
                     self._went_down(err)
                     await self._close()
             self._emit_bad()

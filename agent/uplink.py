@@ -55,6 +55,9 @@ class Uplink:
         #: Called after every successful connect (e.g. to publish metrics at once).
         self.on_connect: list[Callable[[], Awaitable[None]]] = []
         self.heartbeat: Callable[[], None] = lambda: None
+        self._session_task: asyncio.Task[None] | None = None
+        self._reconfiguring = False
+        self._session_ok = False
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -114,21 +117,38 @@ class Uplink:
             "max_inflight_messages": m.max_inflight + 8,
         }
 
+    def reconfigure(self, mqtt: MqttConfig, gateway: GatewayConfig) -> None:
+        """Switch broker/credentials/topics: the session ends and reconnects at once."""
+        self.mqtt = mqtt
+        self.gateway = gateway
+        self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
+        if self._session_task is not None and not self._session_task.done():
+            self._reconfiguring = True
+            self._session_task.cancel()
+
     async def run(self) -> None:
         """Connect, send, reconnect with backoff; forever (until cancelled)."""
         backoff = Backoff(1.0, self.mqtt.reconnect_max)
         failing = False
         while True:
+            self._session_ok = False
+            self._session_task = asyncio.create_task(self._connect_and_serve(),
+                                                     name="uplink-session")
             try:
-                async with aiomqtt.Client(**self._client_args()) as client:
-                    self._client = client
+                await self._session_task
+                raise aiomqtt.MqttError("session ended")
+            except asyncio.CancelledError:
+                if not self._reconfiguring:
+                    raise
+                self._reconfiguring = False
+                log.info("uplink: reconnecting with new settings to %s:%d",
+                         self.mqtt.host, self.mqtt.port)
+                backoff = Backoff(1.0, self.mqtt.reconnect_max)
+                continue
+            except Exception as err:
+                if self._session_ok:  # it was up: a new outage starts
                     backoff.reset()
-                    self.counters.connected = True
-                    self.counters.reconnects += 1
-                    log.info("uplink up: %s:%d", self.mqtt.host, self.mqtt.port)
                     failing = False
-                    await self._session(client)
-            except Exception as err:  # noqa: BLE001 - the link is retried, never given up
                 if not isinstance(err, aiomqtt.MqttError):
                     log.exception("uplink session failed unexpectedly")
                 self.counters.errors += 1
@@ -148,6 +168,15 @@ class Uplink:
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 self.heartbeat()
                 await asyncio.sleep(min(left, 1.0))
+
+    async def _connect_and_serve(self) -> None:
+        async with aiomqtt.Client(**self._client_args()) as client:
+            self._client = client
+            self._session_ok = True
+            self.counters.connected = True
+            self.counters.reconnects += 1
+            log.info("uplink up: %s:%d", self.mqtt.host, self.mqtt.port)
+            await self._session(client)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         for topic_filter, _ in self._handlers:
@@ -229,9 +258,9 @@ class Uplink:
                                              return_when=asyncio.FIRST_COMPLETED)
                 for fut in waiters - inflight:
                     fut.cancel()
-                for task in done & inflight:
-                    inflight.discard(task)
-                    task.result()  # a failed publish ends the session -> reconnect
+                for finished in done & inflight:
+                    inflight.discard(finished)
+                    finished.result()  # a failed publish ends the session -> reconnect
         finally:
             for task in inflight:
                 task.cancel()

@@ -78,7 +78,7 @@ def _construct_int(loader: _Loader, node: ScalarNode) -> int:
     return int(text, 16) if text.lower().startswith("0x") else int(text)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)  # type: ignore[arg-type]
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _construct_mapping(loader: _Loader, node: MappingNode) -> PosDict:
@@ -109,8 +109,8 @@ def _construct_sequence(loader: _Loader, node: SequenceNode) -> PosList:
     return result
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)  # type: ignore[arg-type]
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)  # type: ignore[arg-type]
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
 def load_yaml(text: str) -> Any:

@@ -17,7 +17,11 @@ from agent.metrics import DeviceCounters
 NS = "urn:edge-agent:demo"
 
 
-async def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "it") -> None:
+async def wait_for(
+    cond: Callable[[], object],
+    timeout: float = 20.0,  # noqa: ASYNC109 - a deadline for a condition, not a scope
+    what: str = "it",
+) -> None:
     """Poll a condition (no fixed sleeps); generous timeout for a noisy machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -141,8 +141,8 @@ async def test_frozen_server_is_detected_by_the_watchdog(
     sim = await start_server(variables={"A": (VT.Double, 1.0)})
     proxy = FreezableProxy(sim.port)
     await proxy.start()
-    cfg = make_device(f"opc.tcp://127.0.0.1:{proxy.port}/", [{"name": "a", "node": f"nsu={NS};s=A"}],
-                      mode="subscribe", interval="100ms")
+    cfg = make_device(f"opc.tcp://127.0.0.1:{proxy.port}/",
+                      [{"name": "a", "node": f"nsu={NS};s=A"}], mode="subscribe", interval="100ms")
     loop = Loop(OpcuaDriver(cfg, context))
     try:
         await wait(lambda: loop.latest("a") == 1.0, what="initial value")

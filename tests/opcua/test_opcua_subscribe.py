@@ -67,8 +67,8 @@ def tags(*names: str, **extra: Any) -> list[dict[str, Any]]:
 async def test_changes_sharing_a_source_timestamp_form_one_sample(
     sim: SimServer, context: Any, make_device: Any, wait: Any
 ) -> None:
-    cfg = make_device(sim.endpoint, tags("A", "B") + [
-        {"name": "ghost", "node": f"nsu={NS};s=Ghost"}], mode="subscribe", interval="50ms")
+    ghost = {"name": "ghost", "node": f"nsu={NS};s=Ghost"}
+    cfg = make_device(sim.endpoint, [*tags("A", "B"), ghost], mode="subscribe", interval="50ms")
     async with Streamer(OpcuaDriver(cfg, context)) as st:
         assert st.driver.push
         await wait(lambda: st.latest("a") == 0.0 and st.latest("b") == 0, what="initial values")

@@ -28,14 +28,16 @@ def _sim_device(unit: int, layout: UnitMap) -> Any:
 
     lists: list[list[Any]] = []
     for table in ("co", "di", "hr", "ir"):
-        ranges = sorted(layout.get(table, ()))  # type: ignore[call-overload]
+        ranges = sorted(layout.get(table, ()))
         if table in ("co", "di"):
             # Bit blocks are stored 16 to a register; pymodbus ignores count there.
             entries = [SimData(a, values=[False] * n, datatype=DataType.BITS) for a, n in ranges]
             if not entries:
                 entries = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
         else:
-            entries = [SimData(a, count=n, values=0, datatype=DataType.REGISTERS) for a, n in ranges]
+            entries = [
+                SimData(a, count=n, values=0, datatype=DataType.REGISTERS) for a, n in ranges
+            ]
             if not entries:
                 entries = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
         lists.append(entries)
@@ -64,7 +66,9 @@ class SimServer:
         return b"" if unit in self.silent else packet
 
     @classmethod
-    async def tcp(cls, units: Mapping[int, UnitMap], *, framer: str = "socket") -> SimServer:
+    async def tcp(
+        cls, units: Mapping[int, UnitMap], *, framer: str = "socket", port: int = 0
+    ) -> SimServer:
         from pymodbus import FramerType
         from pymodbus.server import ModbusTcpServer
 
@@ -72,7 +76,7 @@ class SimServer:
         self = cls.__new__(cls)
         cls.__init__(self, None, framer)
         self.server = ModbusTcpServer(
-            devices, framer=FramerType(framer), address=("127.0.0.1", 0),
+            devices, framer=FramerType(framer), address=("127.0.0.1", port),
             trace_packet=self._trace,
         )
         await self.server.serve_forever(background=True)

@@ -1,0 +1,53 @@
+"""Helpers for the Modbus tests: device configs, drivers, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.driver import DriverContext
+from agent.metrics import DeviceCounters
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.options import ModbusDevice
+
+#: The map every TCP test server has (unit 1): gaps answer "illegal data address".
+LAYOUT: dict[Any, Any] = {
+    "hr": [(0, 100), (110, 10), (200, 40), (300, 10), (1000, 130)],
+    "ir": [(0, 20)],
+    "co": [(0, 32)],
+    "di": [(0, 32)],
+}
+
+
+def device(port: int | str, tags: list[dict[str, Any]], **extra: Any) -> ModbusDevice:
+    """A validated device config pointing at a test server."""
+    conn = extra.pop("connection", {})
+    if isinstance(port, int):
+        base: dict[str, Any] = {"transport": "tcp", "host": "127.0.0.1", "port": port}
+    else:
+        base = {"transport": "rtu", "port": port}
+    base.update({"timeout": "500ms"}, **conn)
+    return ModbusDevice.model_validate(
+        {"name": extra.pop("name", "dev"), "driver": "modbus", "connection": base,
+         "tags": tags, **extra}
+    )
+
+
+def make_driver(cfg: ModbusDevice, shared: dict[str, Any] | None = None) -> ModbusDriver:
+    ctx = DriverContext(
+        state_dir=Path("/nonexistent"), counters=DeviceCounters(),
+        log=logging.getLogger(f"test.{cfg.name}"), shared={} if shared is None else shared,
+    )
+    return ModbusDriver(cfg, ctx)
+
+
+async def wait_for(cond: Any, within: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")

@@ -104,6 +104,9 @@ class SerialDriver(Driver):
             await port.open()
         except PortClosed as err:
             raise DeviceUnavailable(str(err), device=self.cfg.name, code="port") from None
+        # Bytes that waited in the OS buffer before we opened have no
+        # trustworthy time; start from a clean line.
+        port.discard_input()
         self._port = port
         self._last_frame = time.monotonic()
         if self.push and self._request is not None:

@@ -73,7 +73,7 @@ class PtyPeer:
             asyncio.get_running_loop().remove_reader(self.master)
             self._reading = False
 
-    def write_nowait(self, data: bytes) -> int:
+    def write_nowait(self, data: bytes | memoryview) -> int:
         """Write what fits now; returns the bytes written (0 when full)."""
         try:
             return os.write(self.master, data)
@@ -88,12 +88,20 @@ class PtyPeer:
             written = self.write_nowait(view)
             view = view[written:]
             if view:
-                room = loop.create_future()
-                loop.add_writer(self.master, lambda: room.done() or room.set_result(None))
-                try:
-                    await room
-                finally:
-                    loop.remove_writer(self.master)
+                await self._writable(loop)
+
+    async def _writable(self, loop: asyncio.AbstractEventLoop) -> None:
+        room: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not room.done():
+                room.set_result(None)
+
+        loop.add_writer(self.master, ready)
+        try:
+            await room
+        finally:
+            loop.remove_writer(self.master)
 
     def close(self) -> None:
         """Hang up: the agent's next read of the slave fails (EIO)."""

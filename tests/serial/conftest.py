@@ -33,10 +33,10 @@ def device(port: str, **options: Any) -> SerialDevice:
     return SerialDevice.model_validate(raw)
 
 
-async def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
+async def wait_until(pred: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
     """Wait for a condition (generous timeout: the machine is shared and noisy)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not pred():
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what or pred}")
@@ -74,12 +74,15 @@ def make_driver(tmp_path: Path) -> Callable[[SerialDevice], SerialDriver]:
     return make
 
 
+Streaming = tuple[Collected, "asyncio.Task[None]"]
+
+
 @pytest.fixture
-async def streaming() -> AsyncIterator[Callable[[SerialDriver], tuple[Collected, asyncio.Task[None]]]]:
+async def streaming() -> AsyncIterator[Callable[[SerialDriver], Streaming]]:
     """Run ``driver.stream`` in a task; cancelled at the end of the test."""
     tasks: list[asyncio.Task[None]] = []
 
-    def start(driver: SerialDriver) -> tuple[Collected, asyncio.Task[None]]:
+    def start(driver: SerialDriver) -> Streaming:
         got = Collected()
         task = asyncio.create_task(driver.stream(got))
         tasks.append(task)

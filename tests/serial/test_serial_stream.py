@@ -154,7 +154,7 @@ async def test_port_closed_raises_and_a_replugged_port_works(tmp_path, make_driv
     await driver.close()
     # While it is gone, connect fails with a clear error naming the port.
     link.unlink()
-    with pytest.raises(DeviceUnavailable, match="cannot open .*ttyUSB-by-id"):
+    with pytest.raises(DeviceUnavailable, match=r"cannot open .*ttyUSB-by-id"):
         await driver.connect()
     await driver.close()
     second = PtyPeer(link)  # plugged back in (a new pty behind the same name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +114,14 @@ class SerialPort:
 
 
 def _why(err: BaseException | None) -> str:
-    # pyserial wraps OSErrors as "read failed: [Errno 5] Input/output error";
-    # keep its text, it names the cause a technician can act on.
-    text = str(err) if err is not None else ""
+    """The cause in words a technician can act on, without pyserial's repetition."""
+    if err is None:
+        return "closed"
+    text = str(err)
+    if "exclusively lock" in text:
+        return "in use by another program or device (exclusive lock held)"
+    errno = getattr(err, "errno", None)
+    if isinstance(errno, int):
+        # "[Errno 2] could not open port X: [Errno 2] No such file..." -> the cause.
+        return os.strerror(errno)
     return text or type(err).__name__

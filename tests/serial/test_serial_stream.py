@@ -154,7 +154,7 @@ async def test_port_closed_raises_and_a_replugged_port_works(tmp_path, make_driv
     await driver.close()
     # While it is gone, connect fails with a clear error naming the port.
     link.unlink()
-    with pytest.raises(DeviceUnavailable, match=r"cannot open .*ttyUSB-by-id"):
+    with pytest.raises(DeviceUnavailable, match=r"cannot open .*ttyUSB-by-id: No such file"):
         await driver.connect()
     await driver.close()
     second = PtyPeer(link)  # plugged back in (a new pty behind the same name)
@@ -174,7 +174,7 @@ async def test_port_is_opened_exclusively(peer, make_driver, kit) -> None:
     two = make_driver(kit.device(peer.path))
     await one.connect()
     try:
-        with pytest.raises(DeviceUnavailable, match="cannot open"):
+        with pytest.raises(DeviceUnavailable, match="exclusive lock held"):
             await two.connect()
     finally:
         await two.close()

@@ -163,11 +163,16 @@ class Bus:
         if self._client is not None:
             self._client.close()
         self._client = self._make_client()
-        if not await self._client.connect():
+        try:
+            opened = await self._client.connect()
+            reason = ""
+        except Exception as err:  # pyserial/termios raise anything: report it, by name
+            opened, reason = False, f": {type(err).__name__}: {err}"
+        if not opened:
             self._client.close()
             self._client = None
             self._connect_failed()
-            raise DeviceUnavailable(f"cannot connect to {self.name}")
+            raise DeviceUnavailable(f"cannot connect to {self.name}{reason}")
         if self._connect_failures:
             log.info("modbus link %s open again", self.name)
         self._connect_failures = 0

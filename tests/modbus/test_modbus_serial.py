@@ -1,0 +1,197 @@
+"""RTU and ASCII over a pty pair (socat), RTU over TCP, and a shared bus with a dead unit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from agent.driver import DeviceUnavailable
+from drivers.modbus.bus import NoAnswer, UnitDown
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.simserver import SimServer
+from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, wait_for
+
+TAGS: list[dict[str, Any]] = [
+    {"name": "temp", "address": "HR10", "type": "float32", "order": "CDAB"},
+    {"name": "count", "address": "HR12", "type": "uint32"},
+    {"name": "run", "address": "CO3"},
+    {"name": "freq", "address": "IR3", "scale": 0.01},
+]
+
+
+def _fill(sim: SimServer, unit: int) -> None:
+    sim.set_value(unit, "hr", 10, ">f", 20.5 + unit, "CDAB")
+    sim.set_value(unit, "hr", 12, ">I", 100000 + unit)
+    sim.set_bit(unit, "co", 3, True)
+    sim.set_registers(unit, "ir", 3, [5000 + unit])
+
+
+@pytest.mark.parametrize("framer", ["rtu", "ascii"])
+async def test_serial_read_and_write(pty_pair: tuple[str, str], framer: str) -> None:
+    server_end, client_end = pty_pair
+    sim = await SimServer.serial(server_end, {4: LAYOUT}, framer=framer)
+    try:
+        _fill(sim, 4)
+        tags = [*TAGS, {"name": "sp", "address": "HR20", "type": "int16", "writable": True}]
+        cfg = device(client_end, tags, connection={"transport": framer, "unit": 4,
+                                                    "baudrate": 19200})
+        driver = make_driver(cfg)
+        await driver.connect()
+        try:
+            sample = await driver.read()
+            assert sample.bad == {}
+            assert sample.values == {"temp": 24.5, "count": 100004, "run": True, "freq": 50.04,
+                                     "sp": 0}
+            assert await driver.write("sp", -5) == -5
+        finally:
+            await driver.close()
+    finally:
+        await sim.stop()
+
+
+async def test_rtu_over_tcp() -> None:
+    sim = await SimServer.tcp({2: LAYOUT}, framer="rtu")
+    try:
+        _fill(sim, 2)
+        cfg = device(sim.port, TAGS, connection={"transport": "rtu_over_tcp", "unit": 2})
+        driver = make_driver(cfg)
+        await driver.connect()
+        try:
+            sample = await driver.read()
+        finally:
+            await driver.close()
+        assert sample.values == {"temp": 22.5, "count": 100002, "run": True, "freq": 50.02}
+    finally:
+        await sim.stop()
+
+
+async def test_missing_or_unusable_serial_port_is_unavailable(
+    tmp_path: Any, pty_pair: tuple[str, str]
+) -> None:
+    driver = make_driver(device(str(tmp_path / "ttyNONE"), TAGS))
+    with pytest.raises(DeviceUnavailable, match="does not exist"):
+        await driver.connect()
+    await driver.close()
+    # A pty refuses parity: the termios error becomes DeviceUnavailable, not a crash.
+    driver = make_driver(device(pty_pair[1], TAGS, connection={"parity": "E"}))
+    with pytest.raises(DeviceUnavailable, match="cannot connect"):
+        await driver.connect()
+    await driver.close()
+
+
+async def _poller(driver: ModbusDriver, period: float, stop: float, log: list[Any]) -> None:
+    """A minimal scheduler: wall-clock aligned polls, overruns skipped, errors recorded."""
+    connected = False
+    next_at = time.monotonic()
+    while True:
+        next_at += period
+        now = time.monotonic()
+        if now >= stop:
+            return
+        try:
+            if not connected:
+                await driver.connect()
+                connected = True
+            log.append(("ok", time.monotonic(), await driver.read()))
+        except DeviceUnavailable as err:
+            log.append(("down", time.monotonic(), err))
+            await driver.close()
+            connected = False
+        while next_at < time.monotonic():
+            next_at += period  # overrun: counted by the real scheduler, never stacked
+        await asyncio.sleep(next_at - time.monotonic())
+
+
+async def test_dead_unit_is_backed_off_and_others_keep_their_rate(
+    pty_pair: tuple[str, str],
+) -> None:
+    server_end, client_end = pty_pair
+    units = [1, 2, 3, 4, 5]
+    sim = await SimServer.serial(server_end, {u: LAYOUT for u in units})
+    sim.silent.add(3)
+    for u in units:
+        _fill(sim, u)
+    shared: dict[str, Any] = {}
+    drivers = {
+        u: make_driver(
+            device(client_end, TAGS, name=f"u{u}",
+                   connection={"unit": u, "timeout": "200ms", "retries": 1}),
+            shared,
+        )
+        for u in units
+    }
+    period, duration = 0.5, 6.0
+    logs: dict[int, list[Any]] = {u: [] for u in units}
+    stop = time.monotonic() + duration
+    try:
+        await asyncio.gather(*(_poller(drivers[u], period, stop, logs[u]) for u in units))
+        dead = logs[3]
+        assert dead and all(kind == "down" for kind, _, _ in dead)
+        assert isinstance(dead[0][2], NoAnswer)
+        # Backed off: most of its polls never reached the wire.
+        skipped = sum(isinstance(e, UnitDown) for _, _, e in dead)
+        assert skipped >= len(dead) - 5
+        bus = drivers[1].bus
+        assert bus.unit(3).down
+        expected = duration / period
+        for u in (1, 2, 4, 5):
+            good = [s for kind, _, s in logs[u] if kind == "ok" and not s.bad]
+            assert len(good) >= 0.9 * expected - 1, (u, len(good), expected)
+            assert good[-1].values["count"] == 100000 + u
+        # The unit comes back: a probe finds it and it reads again.
+        sim.silent.discard(3)
+        recovered: list[Any] = []
+
+        async def try_read() -> None:
+            while not recovered:
+                try:
+                    await drivers[3].connect()
+                    recovered.append(await drivers[3].read())
+                except DeviceUnavailable:
+                    await drivers[3].close()
+                    await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(try_read(), timeout=30)
+        assert recovered[0].values["count"] == 100003
+        assert not bus.unit(3).down
+    finally:
+        for d in drivers.values():
+            await d.close()
+        await sim.stop()
+    assert not shared  # the last device closed the port
+
+
+async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str]) -> None:
+    server_end, client_end = pty_pair
+    sim = await SimServer.serial(server_end, {1: LAYOUT, 2: LAYOUT})
+    try:
+        _fill(sim, 1)
+        _fill(sim, 2)
+        shared: dict[str, Any] = {}
+        many = [{"name": f"r{a}", "address": f"HR{a}"} for a in range(0, 100, 20)]
+        d1 = make_driver(device(client_end, many, name="a", max_gap=0,
+                                connection={"unit": 1}), shared)
+        d2 = make_driver(device(client_end, many, name="b", max_gap=0,
+                                connection={"unit": 2}), shared)
+        await d1.connect()
+        await d2.connect()
+        assert d1.bus is d2.bus and len(shared) == 1
+        order: list[int] = []
+        client = d1.bus._client
+        client.ctx.trace_pdu = lambda sending, pdu: (
+            sending and order.append(pdu.dev_id), pdu
+        )[1]
+        s1, s2 = await asyncio.gather(d1.read(), d2.read())
+        assert not s1.bad and not s2.bad
+        # Five requests each, taken in turns rather than one scan after the other.
+        assert order == [1, 2] * 5
+        await d1.close()
+        assert shared  # still used by b
+        await wait_for(lambda: d2.bus.connected, what="bus still open")
+        await d2.close()
+        assert not shared
+    finally:
+        await sim.stop()

@@ -147,10 +147,17 @@ class Agent:
             self.notifier.ready()
             self.notifier.status(self.summary())
             stop_wait = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stop_wait}:
-                # A core task ended on its own: a bug. Stop cleanly; systemd restarts us.
-                log.error("task %s ended unexpectedly: %r", task.get_name(), task.exception())
+            pending: set[asyncio.Task[Any]] = {stop_wait, *tasks}
+            while not stop_wait.done():
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                failed = [t for t in done if t is not stop_wait and
+                          (t.cancelled() or t.exception() is not None)]
+                for task in failed:
+                    # A core task died: a bug. Stop cleanly and let systemd restart us.
+                    log.error("task %s failed: %r", task.get_name(),
+                              None if task.cancelled() else task.exception())
+                if failed:
+                    break
             stop_wait.cancel()
         finally:
             log.info("stopping")

@@ -95,8 +95,13 @@ async def test_kill_9_mid_stream_loses_nothing_committed(broker: Broker, tmp_pat
             for seq in range(last_before + 1, last + 1):
                 if seq in got:
                     assert got[seq]["device"] in {d["name"] for d in devices}
-            states = [json.loads(p) for t, p, _ in col.messages if t.endswith("/state")]
-            assert states[-1]["status"] == "offline", "a clean stop publishes offline"
+
+            def last_state() -> str:
+                states = [json.loads(p) for t, p, _ in col.messages if t.endswith("/state")]
+                return str(states[-1]["status"]) if states else ""
+
+            await async_wait_until(lambda: last_state() == "offline", 30,
+                                   "a clean stop publishes offline")
 
 
 async def test_dead_device_does_not_slow_the_other(broker: Broker, tmp_path: Path) -> None:

@@ -171,10 +171,9 @@ class ModbusTag(TagConfig):
         addr = parse_address(self.address)
         kind = self.kind
         if addr.is_bit_table and kind != "bool":
-            raise ValueError(
-                f"{self.address} is {addr} ({'coil' if addr.table == 'co' else 'discrete input'}, "
-                f"a single bit): type must be bool, not {kind}"
-            )
+            what = "coil" if addr.table == "co" else "discrete input"
+            alias = f"{self.address} is {addr}, " if str(self.address) != str(addr) else ""
+            raise ValueError(f"{alias}a {what} (a single bit): type must be bool, not {kind}")
         if addr.bit is not None and kind != "bool":
             raise ValueError("a register bit (like HR110.3) has type bool (or bit)")
         if self.type == "bit" and addr.bit is None:

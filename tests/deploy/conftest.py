@@ -45,32 +45,50 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def build_fake_wheel(directory: Path, version: str) -> Path:
-    """Write ``m2m_edge_agent-VERSION-py3-none-any.whl`` into ``directory``."""
-    info = f"m2m_edge_agent-{version}.dist-info"
+def build_fake_wheel(
+    directory: Path,
+    version: str,
+    *,
+    name: str = "m2m-edge-agent",
+    requires: tuple[str, ...] = (),
+    tag: str = "py3-none-any",
+) -> Path:
+    """Write ``NAME-VERSION-TAG.whl`` into ``directory``.
+
+    The default is the agent stand-in; other names make dependency stand-ins
+    (``tag`` e.g. ``cp311-cp311-manylinux2014_x86_64`` for a compiled one).
+    """
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {req}\n" for req in requires)
+    purelib = "true" if tag.endswith("-none-any") else "false"
     files = {
-        "edge_agent_fake.py": _MODULE.format(version=version).encode(),
-        f"{info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: m2m-edge-agent\nVersion: {version}\n"
-        ).encode(),
+        f"{info}/METADATA": metadata.encode(),
         f"{info}/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: edge-agent-tests\n"
-            b"Root-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-        f"{info}/entry_points.txt": b"[console_scripts]\nedge-agent = edge_agent_fake:main\n",
+            f"Wheel-Version: 1.0\nGenerator: edge-agent-tests\n"
+            f"Root-Is-Purelib: {purelib}\nTag: {tag}\n"
+        ).encode(),
     }
-    record = [_record_line(name, data) for name, data in files.items()]
+    if name == "m2m-edge-agent":
+        files["edge_agent_fake.py"] = _MODULE.format(version=version).encode()
+        files[f"{info}/entry_points.txt"] = (
+            b"[console_scripts]\nedge-agent = edge_agent_fake:main\n"
+        )
+    else:
+        files[f"{dist}.py"] = b"VALUE = 1\n"
+    record = [_record_line(n, data) for n, data in files.items()]
     record.append(f"{info}/RECORD,,")
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"m2m_edge_agent-{version}-py3-none-any.whl"
+    path = directory / f"{dist}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
+        for n, data in files.items():
+            zf.writestr(n, data)
     return path
 
 
 @pytest.fixture
-def fake_wheel() -> Callable[[Path, str], Path]:
-    """``fake_wheel(directory, version)`` writes a stand-in wheel there."""
+def fake_wheel() -> Callable[..., Path]:
+    """``fake_wheel(directory, version, **kw)``: see :func:`build_fake_wheel`."""
     return build_fake_wheel

@@ -68,23 +68,27 @@ class OpcuaDriver(Driver):
     # -- connection -----------------------------------------------------------
 
     async def connect(self) -> None:
-        self._lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         self._lost_reason = ""
         lock = self.context.shared.setdefault("cert_lock", asyncio.Lock())
+
+        async def on_lost(err: Exception) -> None:
+            # Called by asyncua's watchdog: a dropped socket or an unanswered
+            # probe.  Bound to this session, so a late call from an old one
+            # cannot mark a fresh session lost.
+            if lost is self._lost:
+                text = "server stopped answering" if isinstance(err, TimeoutError) else (
+                    f"connection lost: {err or type(err).__name__}")
+                self._mark_lost(text)
+
         self._client = await open_client(
             self.cfg.connection, state_dir=self.context.state_dir, log=self.context.log,
-            cert_lock=lock, on_lost=self._on_lost,
+            cert_lock=lock, on_lost=on_lost,
         )
         try:
             await self._plan_reads(self._client)
         except Exception as err:
             raise self._unavailable(err) from err
-
-    async def _on_lost(self, err: Exception) -> None:
-        # Called by asyncua's watchdog: a dropped socket or an unanswered probe.
-        reason = "server stopped answering" if isinstance(err, TimeoutError) else (
-            f"connection lost: {err or type(err).__name__}")
-        self._mark_lost(reason)
 
     def _mark_lost(self, reason: str) -> None:
         if not self._lost.is_set():

@@ -19,7 +19,7 @@ NS = "urn:edge-agent:demo"
 
 async def wait_for(
     cond: Callable[[], object],
-    timeout: float = 20.0,  # noqa: ASYNC109 - a deadline for a condition, not a scope
+    timeout: float = 20.0,
     what: str = "it",
 ) -> None:
     """Poll a condition (no fixed sleeps); generous timeout for a noisy machine."""

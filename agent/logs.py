@@ -32,13 +32,19 @@ import re
 import sys
 import threading
 import urllib.parse
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from pydantic import BaseModel, SecretStr
+
+from agent.config.types import SecretText
 
 __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "register_secret",
+    "register_secrets_from",
     "set_level",
     "setup_logging",
 ]
@@ -133,6 +139,39 @@ def register_secret(value: str) -> None:
     config loader's ``SecretText`` strings) before anything may log them.
     """
     _secrets.add(str(value))
+
+
+def register_secrets_from(tree: object) -> int:
+    """Register every secret inside a loaded config; returns how many.
+
+    Walks pydantic models, dataclasses (a ``Site``), dicts, lists and
+    tuples, and registers each ``SecretStr`` field and each ``SecretText``
+    (a resolved ``${env:..}``/``${file:..}`` reference), so a driver's own
+    password field is covered without the core knowing its name.
+    """
+    found = 0
+    seen: set[int] = set()
+    stack: list[object] = [tree]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, SecretStr):
+            register_secret(node.get_secret_value())
+            found += 1
+        elif isinstance(node, SecretText):
+            register_secret(node)
+            found += 1
+        elif isinstance(node, BaseModel):
+            stack.extend(getattr(node, name) for name in type(node).model_fields)
+        elif is_dataclass(node) and not isinstance(node, type):
+            stack.extend(getattr(node, f.name) for f in fields(node))
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            stack.extend(node)
+    return found
 
 
 def _clear_secrets() -> None:

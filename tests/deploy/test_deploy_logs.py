@@ -182,3 +182,32 @@ def test_outside_journald_has_timestamps(tmp_path: Path):
         lines = _run_child(tmp_path, value)
         assert re.fullmatch(ISO + r" WARNING uplink \[press-1\]: lost broker", lines[0])
         assert not lines[1].startswith("<")
+
+
+def test_secrets_of_a_loaded_site_are_all_registered(monkeypatch: pytest.MonkeyPatch):
+    """Through the real loader: the MQTT password and a driver's own field."""
+    from agent.config.load import Site, parse_site
+
+    monkeypatch.setenv("T_MQTT_PW", "mqtt-pw-7f3a")
+    monkeypatch.setenv("T_OPC_PW", "opcua-pw-91c2")
+    site = parse_site(
+        textwrap.dedent(
+            """
+            gateway: {id: gw-1, site: s}
+            uplink: {mqtt: {url: "mqtt://127.0.0.1:1883", username: u,
+                            password: "${env:T_MQTT_PW}"}}
+            devices:
+              - name: plc
+                driver: opcua
+                connection: {endpoint: "opc.tcp://127.0.0.1:4840", username: edge,
+                             password: "${env:T_OPC_PW}"}
+                tags: [{name: speed, node: "ns=2;s=Speed"}]
+            """
+        ),
+        "site.yaml",
+    )
+    assert isinstance(site, Site)
+    assert logs.register_secrets_from(site) >= 2
+    out = _setup("text")
+    logging.getLogger("drivers.opcua").error("login mqtt-pw-7f3a / opcua-pw-91c2 refused")
+    assert out.getvalue().rstrip().endswith("login *** / *** refused")

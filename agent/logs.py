@@ -25,6 +25,8 @@ logger or library produced it, including tracebacks.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -293,6 +295,11 @@ def setup_logging(level: str = "info", fmt: str = "text", *, stream: TextIO | No
     # warnings.warn() from libraries become log lines, redacted like the rest.
     logging.captureWarnings(True)
     set_level(level)
+    if stream is None and not faulthandler.is_enabled():
+        # A hung loop ends with systemd's watchdog SIGABRT: print every
+        # thread's stack to the journal first, so the hang can be found.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
 def set_level(level: str, logger: str | None = None) -> None:

@@ -211,3 +211,22 @@ def test_secrets_of_a_loaded_site_are_all_registered(monkeypatch: pytest.MonkeyP
     out = _setup("text")
     logging.getLogger("drivers.opcua").error("login mqtt-pw-7f3a / opcua-pw-91c2 refused")
     assert out.getvalue().rstrip().endswith("login *** / *** refused")
+
+
+def test_watchdog_abort_prints_stacks(tmp_path: Path):
+    """systemd's watchdog kills with SIGABRT: the journal gets every stack."""
+    child = textwrap.dedent(
+        """
+        import os, signal
+        from agent.logs import setup_logging
+        setup_logging("info")
+        def stuck_poll_loop():
+            os.kill(os.getpid(), signal.SIGABRT)
+        stuck_poll_loop()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "Fatal Python error: Aborted" in proc.stderr
+    assert "stuck_poll_loop" in proc.stderr

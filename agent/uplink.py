@@ -252,12 +252,16 @@ class Uplink:
                         continue
                 # Nothing to send, or the window is full: wait for either.
                 waiters: set[asyncio.Future[Any]] = set(inflight)
+                commit_wait = None
                 if len(inflight) < window:
-                    waiters.add(asyncio.ensure_future(self.buffer.committed.wait()))
-                done, _ = await asyncio.wait(waiters, timeout=1.0,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for fut in waiters - inflight:
-                    fut.cancel()
+                    commit_wait = asyncio.ensure_future(self.buffer.committed.wait())
+                    waiters.add(commit_wait)
+                try:
+                    done, _ = await asyncio.wait(waiters, timeout=1.0,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if commit_wait is not None:
+                        commit_wait.cancel()
                 for finished in done & inflight:
                     inflight.discard(finished)
                     finished.result()  # a failed publish ends the session -> reconnect

@@ -62,7 +62,8 @@ class Agent:
                              state=self.state)
         self.uplink.heartbeat = self.watchdog.heartbeat("uplink", 120.0)
         self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
-                                   sink=self._sink, heartbeat=self.watchdog.heartbeat)
+                                   sink=self._sink, heartbeat=self.watchdog.heartbeat,
+                                   unregister=self.watchdog.unregister)
         #: Extra long-running jobs (management) started with the agent.
         self.services: list[Callable[[Agent], Coroutine[Any, Any, None]]] = []
         #: Called with the new site after a successful reload/apply.

@@ -212,8 +212,10 @@ class Scheduler:
         state_dir: Path,
         sink: Sink,
         heartbeat: HeartbeatFactory | None = None,
+        unregister: Callable[[str], None] | None = None,
     ) -> None:
         self.plugins = plugins
+        self._unregister = unregister
         self.state_dir = state_dir
         self.sink = sink
         self._heartbeat = heartbeat
@@ -225,18 +227,18 @@ class Scheduler:
         return {name: r.runner for name, r in self._running.items()}
 
     def start(self, config: DeviceConfig) -> None:
-        beat: Callable[[], None] = lambda: None  # noqa: E731
-        if self._heartbeat is not None:
-            # A poll loop beats every period; allow generous slack for slow reads.
-            beat = self._heartbeat(f"device:{config.name}", max(30.0, 3 * config.poll + 30))
         runner = DeviceRunner(
             config,
             self.plugins[config.driver],
             state_dir=self.state_dir,
             shared=self._shared.setdefault(config.driver, {}),
             sink=self.sink,
-            heartbeat=beat,
         )
+        if self._heartbeat is not None and not runner.driver.push:
+            # A poll loop beats every tick; allow generous slack for slow reads.
+            # Push streams are not watched: a quiet subscription is not a hang
+            # (their drivers detect dead sessions with protocol keepalives).
+            runner.heartbeat = self._heartbeat(f"device:{config.name}", max(30.0, 3 * config.poll + 30))
         task = asyncio.create_task(runner.run(), name=f"device:{config.name}")
         task.add_done_callback(self._task_ended)
         self._running[config.name] = _Running(runner, task)
@@ -249,6 +251,8 @@ class Scheduler:
         running = self._running.pop(name, None)
         if running is None:
             return
+        if self._unregister is not None:
+            self._unregister(f"device:{name}")
         running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
 

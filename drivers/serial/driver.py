@@ -32,10 +32,10 @@ from agent.driver import DeviceConfig, DeviceUnavailable, Driver, DriverContext,
 from agent.readings import Sample, now_ms
 from drivers.serial.badinput import BadInput
 from drivers.serial.checksum import make_verifier
-from drivers.serial.framing import Framer
+from drivers.serial.line import LineBusy, SerialLine, attach, detach
 from drivers.serial.options import SerialDevice, to_bytes
 from drivers.serial.parsing import Parsed, Parser
-from drivers.serial.port import PortClosed, SerialPort
+from drivers.serial.port import PortClosed
 
 __all__ = ["SerialDriver"]
 
@@ -74,17 +74,17 @@ class SerialDriver(Driver):
             raise TypeError(f"serial driver got a {type(config).__name__}")
         super().__init__(config, context)
         self.cfg = config
+        self.name = config.name
         self.push = config.mode == "stream"
         self._all = config.sample == "all"
         self._tags = config.tag_names()
-        # Planned once: framing, checksum, rules and converters.
-        self._framer = Framer(config.frame)
+        # Planned once: checksum, rules and converters (the framer is the line's).
         self._verify = make_verifier(config.checksum) if config.checksum is not None else None
         self._parser = Parser(config.parse, config.tags)
         self._encoding = config.frame.encoding
         self._request = to_bytes(config.request) if config.request is not None else None
         self._bad = BadInput(context.counters, context.log, config.name)
-        self._port: SerialPort | None = None
+        self._line: SerialLine | None = None
         self._wake = asyncio.Event()
         self._reply: _Reply | None = None
         # stream, sample: all -> frames not yet emitted
@@ -97,61 +97,52 @@ class SerialDriver(Driver):
 
     # -- connection ------------------------------------------------------
     async def connect(self) -> None:
-        self._framer.reset()
         self._pending, self._latest, self._latest_bad = [], {}, {}
-        port = SerialPort(self.cfg.connection, self._on_data, self._on_lost)
         try:
-            await port.open()
-        except PortClosed as err:
+            line = await attach(self.context.shared, self, self.cfg.connection, self.cfg.frame,
+                                shareable=not self.push)
+        except (PortClosed, LineBusy) as err:
             raise DeviceUnavailable(str(err), device=self.cfg.name, code="port") from None
-        # Bytes that waited in the OS buffer before we opened have no
-        # trustworthy time; start from a clean line.
-        port.discard_input()
-        self._port = port
+        self._line = line
         self._last_frame = time.monotonic()
         if self.push and self._request is not None:
             # Stream instruments often need a command to start talking
             # (e.g. "SIR" on a scale); send it once per connection.
-            self._write(port, self._request)
+            self._write(line, self._request)
 
     async def close(self) -> None:
-        port, self._port = self._port, None
-        if port is not None:
-            await port.close()
+        line, self._line = self._line, None
+        if line is not None:
+            await detach(self.context.shared, line, self)
 
-    def _require_port(self) -> SerialPort:
-        port = self._port
-        if port is None or port.closed.is_set():
-            error = port.error if port is not None else None
+    def _require_line(self) -> SerialLine:
+        line = self._line
+        if line is None or line.closed:
+            error = line.port.error if line is not None else None
             raise DeviceUnavailable(error or f"port {self.cfg.connection.port} is not open",
                                     device=self.cfg.name, code="port")
-        return port
+        return line
 
-    def _write(self, port: SerialPort, data: bytes) -> None:
+    def _write(self, line: SerialLine, data: bytes) -> None:
         try:
-            port.write(data)
+            line.write(data)
         except PortClosed as err:
             raise DeviceUnavailable(str(err), device=self.cfg.name, code="port") from None
 
-    def _on_lost(self, error: str) -> None:
+    # -- called by the line (inside data_received) -------------------------
+    def on_lost(self, error: str) -> None:
         self._wake.set()
         reply = self._reply
         if reply is not None and not reply.done.done():
             reply.done.set_exception(DeviceUnavailable(error, device=self.cfg.name, code="port"))
 
-    # -- hot path: runs inside data_received -----------------------------
-    def _on_data(self, data: bytes) -> None:
-        ts = now_ms()
-        framer = self._framer
-        frames = framer.feed(data)
-        if framer.dropped:
-            for reason, n in framer.dropped.items():
-                self._bad.note(reason, n=n)
-            framer.dropped.clear()
-        for frame in frames:
-            parsed = self._parse_frame(frame)
-            if parsed is not None:
-                self._deliver(parsed, ts)
+    def on_dropped(self, reason: str, n: int) -> None:
+        self._bad.note(reason, n=n)
+
+    def on_frame(self, frame: bytes, ts: int) -> None:
+        parsed = self._parse_frame(frame)
+        if parsed is not None:
+            self._deliver(parsed, ts)
 
     def _parse_frame(self, frame: bytes) -> Parsed | None:
         if self._verify is not None:
@@ -193,7 +184,7 @@ class SerialDriver(Driver):
 
     # -- stream mode -------------------------------------------------------
     async def stream(self, emit: Emit) -> None:
-        port = self._require_port()
+        port = self._require_line().port
         period = self.cfg.poll
         next_tick = math.ceil(time.time() / period) * period
         while True:
@@ -236,21 +227,32 @@ class SerialDriver(Driver):
 
     # -- poll mode (and one-shot reads of a stream device) -----------------
     async def read(self, tags: Sequence[str] | None = None) -> Sample:
-        port = self._require_port()
+        line = self._require_line()
         names = list(tags) if tags else self._tags
         if self._reply is not None:
             raise DeviceUnavailable("a read is already waiting for this device",
                                     device=self.cfg.name, code="busy")
-        reply = _Reply(self.cfg.reply_frames if not self.push else 1)
-        if not self.push:
-            # A late answer to the previous request must not pass for this one.
-            port.discard_input()
-            self._framer.reset()
+        if self.push:
+            # One-shot read of a stream device: the next frame, whatever it is.
+            return await self._await_reply(line, _Reply(1), names)
+        # Devices sharing a multi-drop line take turns; the timeout counts
+        # from our own request, not from the wait for the line.
+        async with line.lock:
+            line = self._require_line()
+            line.hold(self)
+            try:
+                return await self._await_reply(line, _Reply(self.cfg.reply_frames), names,
+                                               request=self._request)
+            finally:
+                line.release()
+
+    async def _await_reply(self, line: SerialLine, reply: _Reply, names: list[str],
+                           request: bytes | None = None) -> Sample:
         self._reply = reply
         ts = now_ms()
         try:
-            if not self.push and self._request is not None:
-                self._write(port, self._request)
+            if request is not None:
+                self._write(line, request)
             try:
                 async with asyncio.timeout(self.cfg.timeout):
                     await reply.done

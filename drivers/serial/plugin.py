@@ -20,21 +20,26 @@ def _factory(config: DeviceConfig, context: DriverContext) -> Driver:
 
 
 def _check(devices: Sequence[DeviceConfig]) -> list[str]:
-    # Ports are opened exclusively: a second device on the same port would
-    # stay down for ever, which `check` can say before anything starts.
-    first: dict[str, str] = {}
+    # Ports are opened exclusively; only poll devices with equal line and
+    # frame settings can share one (RS-485 multi-drop).  Anything else would
+    # leave the second device down for ever, which `check` can say up front.
+    first: dict[str, SerialDevice] = {}
     warnings = []
     for device in devices:
         if not isinstance(device, SerialDevice):
             continue
         port = device.connection.port
-        if port in first:
-            warnings.append(
-                f"devices {first[port]} and {device.name} both use serial port {port}; "
-                "a port is opened by one device only, the second will stay down"
-            )
+        other = first.setdefault(port, device)
+        if other is device:
+            continue
+        if "stream" in (device.mode, other.mode):
+            why = "a stream device cannot share its port"
+        elif device.connection != other.connection or device.frame != other.frame:
+            why = "devices sharing a port need equal connection and frame settings"
         else:
-            first[port] = device.name
+            continue
+        warnings.append(f"devices {other.name} and {device.name} both use serial port {port}: "
+                        f"{why}; {device.name} will stay down")
     return warnings
 
 

@@ -39,6 +39,7 @@ from agent.driver import DriverContext  # noqa: E402 - after the path fix above
 from agent.metrics import DeviceCounters  # noqa: E402
 from agent.readings import Sample  # noqa: E402
 from drivers.serial.driver import SerialDriver  # noqa: E402
+from drivers.serial.line import SerialLine  # noqa: E402
 from drivers.serial.options import SerialDevice  # noqa: E402
 from drivers.serial.ptypeer import PtyPeer  # noqa: E402
 
@@ -172,11 +173,14 @@ async def run_raw(rate: float, seconds: float) -> float:
 async def ceiling(frames: int = 200_000) -> float:
     """Frames/s of framing + parsing + emit on one core, fed from memory."""
     driver = driver_for("/dev/null")
+    # The real line object, never opened: its data_received path is the hot path.
+    line = SerialLine(driver.cfg.connection, driver.cfg.frame, shareable=False)
+    line.users.append(driver)
     blob = b"".join(f"ST,GS,+{(i % 50000) / 1000:>9.3f} kg\r\n".encode()
                     for i in range(frames))
     started = time.perf_counter()
     for i in range(0, len(blob), 1024):  # the adapter reads at most 1 KiB at a time
-        driver._on_data(blob[i:i + 1024])
+        line._on_data(blob[i:i + 1024])
         driver._pending.clear()
     elapsed = time.perf_counter() - started
     if driver.context.counters.driver:
@@ -210,7 +214,8 @@ async def memory(noise_bytes: int) -> tuple[float, float, float, int]:
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
     after = proc.memory_info().rss / 2**20
-    buffered = driver._framer.buffered
+    assert driver._line is not None
+    buffered = driver._line.framer.buffered
     stream.cancel()
     await asyncio.gather(stream, return_exceptions=True)
     await driver.close()

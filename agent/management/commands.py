@@ -1,0 +1,169 @@
+"""The command table: one handler per command of SPEC.md.
+
+A handler gets the :class:`~agent.management.service.Call` (request, args,
+``answer`` for replying early) and returns the ``result``; raising
+CommandError (or anything else) becomes an error reply in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from agent.driver import DriverError
+from agent.logs import set_level
+from agent.management.metrics import collect
+from agent.management.protocol import CommandError
+from agent.readings import now_ms
+from agent.writes import guarded_write
+
+if TYPE_CHECKING:
+    from agent.management.service import Call, Management
+    from agent.scheduler import DeviceRunner
+
+__all__ = ["COMMANDS", "Handler"]
+
+Handler = Callable[["Management", "Call"], Awaitable[Any]]
+
+# An on-demand read or write waits at most this long for the device (the
+# driver may queue behind a poll on a shared bus); an arg can lower it.
+DEVICE_TIMEOUT = 15.0
+
+
+def _only(call: Call, *allowed: str) -> None:
+    unknown = sorted(set(call.args) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) or "none"
+        raise CommandError(f"unknown argument(s) {', '.join(unknown)} for {call.command}; "
+                           f"accepted: {known}")
+
+
+def _str_arg(call: Call, name: str) -> str:
+    value = call.args.get(name)
+    if not isinstance(value, str) or not value:
+        raise CommandError(f"{call.command} needs \"{name}\" (a string)")
+    return value
+
+
+def _timeout(call: Call) -> float:
+    value = call.args.get("timeout", DEVICE_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 120:
+        raise CommandError("\"timeout\" must be a number of seconds in (0, 120]")
+    return float(value)
+
+
+def _runner(m: Management, call: Call) -> DeviceRunner:
+    name = _str_arg(call, "device")
+    runner = m.agent.scheduler.runners.get(name)
+    if runner is None:
+        known = ", ".join(sorted(m.agent.scheduler.runners)) or "none"
+        raise CommandError(f"no device {name!r}; devices: {known}")
+    return runner
+
+
+async def ping(m: Management, call: Call) -> Any:
+    _only(call)
+    return {"pong": True, "ts": now_ms()}
+
+
+async def status(m: Management, call: Call) -> Any:
+    _only(call)
+    agent = m.agent
+    health = collect(agent, m.metrics.cpu)
+    latest = {name: s.to_json_obj() for name, s in agent.latest.items()}
+    return {
+        **agent.state("online"),
+        **health,
+        "latest": latest,
+        "config_pending": m.pusher.pending,
+    }
+
+
+async def config_get(m: Management, call: Call) -> Any:
+    _only(call)
+    return {"yaml": m.agent.site.text, "hash": m.agent.site.hash}
+
+
+async def config_apply(m: Management, call: Call) -> Any:
+    _only(call, "yaml")
+    return await m.pusher.apply(call)
+
+
+async def read(m: Management, call: Call) -> Any:
+    _only(call, "device", "tags", "timeout")
+    runner = _runner(m, call)
+    tags = call.args.get("tags")
+    if tags is not None:
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags) or not tags:
+            raise CommandError("\"tags\" must be a non-empty list of tag names (or left out)")
+        known = set(runner.config.tag_names())
+        unknown = [t for t in tags if t not in known]
+        if unknown:
+            raise CommandError(f"device {runner.config.name} has no tag(s) {', '.join(unknown)}")
+    try:
+        async with asyncio.timeout(_timeout(call)):
+            sample = await runner.read(tags)
+    except TimeoutError:
+        raise CommandError(f"device {runner.config.name}: no answer in time") from None
+    except DriverError as err:
+        raise CommandError(f"device {runner.config.name}: {err}") from None
+    return {"samples": [sample.to_json_obj()]}
+
+
+async def write(m: Management, call: Call) -> Any:
+    _only(call, "device", "tag", "value", "timeout")
+    runner = _runner(m, call)
+    tag = _str_arg(call, "tag")
+    if "value" not in call.args:
+        raise CommandError("write needs \"value\"")
+    value = call.args["value"]
+    try:
+        async with asyncio.timeout(_timeout(call)):
+            read_back = await guarded_write(runner.driver, tag, value, origin=f"remote:{call.id}")
+    except TimeoutError:
+        raise CommandError(f"device {runner.config.name}: no answer in time") from None
+    except DriverError as err:
+        # WriteRefused is a DriverError: its text says which guard refused.
+        raise CommandError(f"write {runner.config.name}.{tag}: {err}") from None
+    return {"device": runner.config.name, "tag": tag, "value": read_back}
+
+
+async def restart(m: Management, call: Call) -> Any:
+    _only(call)
+    # Reply first: once stopping, the uplink goes down.  systemd's
+    # Restart=always starts the agent again.
+    await call.answer({"restarting": True})
+    m.agent.stop()
+    return None
+
+
+async def log_level(m: Management, call: Call) -> Any:
+    _only(call, "level", "logger")
+    level = _str_arg(call, "level")
+    logger = call.args.get("logger")
+    if logger is not None and (not isinstance(logger, str) or not logger):
+        raise CommandError("\"logger\" must be a logger name such as \"pymodbus\"")
+    try:
+        set_level(level, logger)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    return {"level": level.lower(), "logger": logger}
+
+
+async def buffer_stats(m: Management, call: Call) -> Any:
+    _only(call)
+    return m.agent.buffer.stats.snapshot()
+
+
+COMMANDS: dict[str, Handler] = {
+    "ping": ping,                    # liveness and round-trip time; touches nothing
+    "status": status,                # state + health + latest sample per device
+    "config.get": config_get,        # the running YAML, ${...} references unresolved
+    "config.apply": config_apply,    # validate, write, apply live, roll back on uplink loss
+    "read": read,                    # on-demand read through the running driver
+    "write": write,                  # the one guarded write path, audited as remote:<id>
+    "restart": restart,              # clean stop; systemd brings the agent back
+    "log_level": log_level,          # run-time level, optionally for one library's logger
+    "buffer.stats": buffer_stats,    # depth, bytes, oldest age, drops
+}

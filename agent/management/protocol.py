@@ -1,0 +1,82 @@
+"""The wire shape of commands and replies (SPEC.md, MQTT section).
+
+A request is ``{"id", "args", ...}`` on ``.../cmd/{command}``; a reply is
+``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error"}``.  Every
+way a request can be wrong becomes a :class:`CommandError`, which the
+dispatcher turns into an error reply: nothing a sender does ends in silence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MAX_ID", "CommandError", "Request", "error_reply", "ok_reply", "parse_request"]
+
+# Ids are echoed in replies and kept in the replay cache: keep them short.
+MAX_ID = 128
+
+
+class CommandError(Exception):
+    """A refusal or failure that is answered with ``ok: false``.
+
+    ``extra`` adds keys to the reply (e.g. ``problems`` of a rejected config).
+    """
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str
+    id: str
+    args: dict[str, Any]
+    # The whole decoded payload, as signed by the sender (``sig`` included).
+    raw: dict[str, Any] = field(repr=False)
+
+
+def best_effort_id(payload: bytes) -> str | None:
+    """The ``id`` of a request we are about to refuse, if one can be found."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if isinstance(rid, str) and len(rid) <= MAX_ID:
+            return rid
+    return None
+
+
+def parse_request(command: str, payload: bytes) -> Request:
+    """Decode and shape-check one request; raise CommandError when malformed."""
+    try:
+        obj = json.loads(payload)
+    except UnicodeDecodeError:
+        raise CommandError("malformed request: payload is not UTF-8") from None
+    except ValueError as err:
+        raise CommandError(f"malformed request: not JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise CommandError("malformed request: expected a JSON object {\"id\", \"args\"}")
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise CommandError("malformed request: \"id\" must be a non-empty string")
+    if len(rid) > MAX_ID:
+        raise CommandError(f"malformed request: \"id\" is longer than {MAX_ID} characters")
+    args = obj.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise CommandError("malformed request: \"args\" must be an object")
+    return Request(command=command, id=rid, args=args, raw=obj)
+
+
+def ok_reply(rid: str | None, result: Any) -> dict[str, Any]:
+    return {"id": rid, "ok": True, "result": result}
+
+
+def error_reply(rid: str | None, message: str, **extra: Any) -> dict[str, Any]:
+    return {"id": rid, "ok": False, "error": message, **extra}

@@ -14,6 +14,7 @@ reply counted as such by the last device that asked).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Protocol
 
 from agent.readings import now_ms
@@ -24,6 +25,7 @@ from drivers.serial.port import PortClosed, SerialPort
 __all__ = ["LineBusy", "LineUser", "SerialLine", "attach", "detach"]
 
 _SHARED_KEY = "lines"
+log = logging.getLogger("drivers.serial")
 
 
 class LineBusy(Exception):
@@ -53,6 +55,7 @@ class SerialLine:
         # last one that asked (or the first user).
         self.active: LineUser | None = None
         self._last: LineUser | None = None
+        self._bug_logged = False
         # Resolved when the port is open; devices joining meanwhile wait on it.
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -61,10 +64,24 @@ class SerialLine:
         return self.port.closed.is_set()
 
     def _on_data(self, data: bytes) -> None:
+        user = self.active or self._last or (self.users[0] if self.users else None)
+        try:
+            self._dispatch(data, user)
+        except Exception:
+            # The transport's callback must survive anything: a bug of ours
+            # must not kill the port's reader.  Traceback once, then counted.
+            if not self._bug_logged:
+                self._bug_logged = True
+                log.exception("serial line %s: error handling received data",
+                              self.connection.port)
+            if user is not None:
+                user.on_dropped("internal_error", 1)
+
+    def _dispatch(self, data: bytes, user: LineUser | None) -> None:
         ts = now_ms()
         frames = self.framer.feed(data)
-        user = self.active or self._last or (self.users[0] if self.users else None)
         if user is None:
+            self.framer.dropped.clear()
             return
         if self.framer.dropped:
             for reason, n in self.framer.dropped.items():

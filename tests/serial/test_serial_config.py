@@ -192,3 +192,14 @@ def test_plugin_import_is_cheap() -> None:
             "print(any(m == 'serial' or m.startswith('serial_asyncio') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_yaml_example_in_the_readme_loads() -> None:
+    import re
+
+    readme = (DRIVER_DIR / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "driver: serial" in b]
+    assert len(blocks) >= 4
+    for block in blocks:
+        loaded = parse_site(site(block), "README.md")
+        assert loaded.devices and not loaded.warnings, block

@@ -231,6 +231,8 @@ ensure_dirs() {
             > "$ETC/environment"
     fi
     if [ -f "$HERE/README.md" ]; then install -m 0644 "$HERE/README.md" "$OPT/README-deploy.md"; fi
+    # A copy for --rollback and --uninstall when the bundle is long gone.
+    if [ "$HERE" != "$OPT" ]; then install -m 0755 "${BASH_SOURCE[0]}" "$OPT/install.sh"; fi
 }
 
 ensure_unit() {

@@ -16,10 +16,12 @@ INSTALL = Path(__file__).resolve().parents[2] / "deploy" / "install.sh"
 FakeWheel = Callable[..., Path]
 
 
-def run(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str | Path, ok: bool = True, script: Path = INSTALL
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     proc = subprocess.run(
-        ["bash", str(INSTALL), "--python", sys.executable, *map(str, args)],
+        ["bash", str(script), "--python", sys.executable, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -105,8 +107,10 @@ def test_install_upgrade_rollback_uninstall(tmp_path: Path, fake_wheel: FakeWhee
     assert link(root, "current") == "releases/2.0.0"
     assert agent_version(root) == "edge-agent 2.0.0"
 
-    # 6. Rollback swaps current and previous; twice returns.
-    run("--root", root, "--rollback")
+    # 6. Rollback swaps current and previous (with the kept copy of the
+    # installer, as on a gateway whose bundle is gone); twice returns.
+    assert (opt / "install.sh").read_bytes() == INSTALL.read_bytes()
+    run("--root", root, "--rollback", script=opt / "install.sh")
     assert (link(root, "current"), link(root, "previous")) == ("releases/1.0.0", "releases/2.0.0")
     assert agent_version(root) == "edge-agent 1.0.0"
     run("--root", root, "--rollback")

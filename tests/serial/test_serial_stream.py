@@ -190,3 +190,48 @@ async def test_one_shot_read_of_a_stream_device(peer, make_driver, kit) -> None:
     sample = await reading
     assert sample.values == {"weight": -4.5, "stable": False} and not sample.bad
     await driver.close()
+
+
+async def test_fixed_length_frames_without_terminator(peer, make_driver, streaming, kit) -> None:
+    # A counter sending 8-byte records back to back, no separator at all.
+    driver = make_driver(kit.device(
+        peer.path, sample="all", frame={"length": 8},
+        parse={"regex": r"^C(?P<count>\d{6})(?P<ok>[01])$"},
+        tags=[{"name": "count", "type": "int"}, {"name": "ok", "type": "bool"}]))
+    await driver.connect()
+    got, _ = streaming(driver)
+    records = b"".join(b"C%06d%d" % (n, n % 2) for n in range(100))
+    for i in range(0, len(records), 13):
+        await peer.send(records[i:i + 13])
+    await kit.wait_until(lambda: len(got.samples) >= 100, what="100 records")
+    assert [s.values["count"] for s in got.samples] == list(range(100))
+    assert [s.values["ok"] for s in got.samples[:2]] == [False, True]
+    await driver.close()
+
+
+async def test_xor_hex_checksum_with_separator_and_utf8(peer, make_driver, streaming,
+                                                        kit) -> None:
+    driver = make_driver(kit.device(
+        peer.path, sample="all", checksum={"type": "xor", "separator": ";"},
+        frame={"terminator": "\n", "encoding": "utf-8"},
+        parse={"regex": r"^(?P<label>\w+)=(?P<value>[-\d.]+)°C$"},
+        tags=[{"name": "label", "type": "string"}, {"name": "value", "type": "float"}]))
+    await driver.connect()
+    got, _ = streaming(driver)
+
+    def framed(text: str) -> bytes:
+        data = text.encode("utf-8")
+        return data + b";" + b"%02X" % functools.reduce(operator.xor, data, 0) + b"\n"
+
+    good = framed("Küche=21.5°C")
+    await peer.send(good[:5])              # split inside the multi-byte 'ü'
+    await peer.send(good[5:])
+    await peer.send(framed("x=1°C")[:-3] + b"00\n")   # wrong checksum
+    await peer.send(b"\xc3(=1;" + b"%02X" % (0xC3 ^ 0x28 ^ 0x3D ^ 0x31) + b"\n")  # bad UTF-8
+    await peer.send(framed("Bad=2.0°C"))
+    await kit.wait_until(lambda: len(got.samples) >= 2, what="two frames")
+    assert [s.values for s in got.samples] == [{"label": "Küche", "value": 21.5},
+                                               {"label": "Bad", "value": 2.0}]
+    counts = driver.context.counters.driver
+    assert counts["checksum_bad"] == 1 and counts["decode_error"] == 1
+    await driver.close()

@@ -1,0 +1,1 @@
+"""The operator's side of remote management: ``edge-agent remote ...``."""

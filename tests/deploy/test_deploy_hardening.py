@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _kernel_has_mdwe() -> bool:
     # Probe in a child: once set, MDWE cannot be switched off again.
     # 65 is PR_SET_MDWE, 1 PR_MDWE_REFUSE_EXEC_GAIN.

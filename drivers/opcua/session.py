@@ -33,6 +33,24 @@ _asyncua_log = logging.getLogger("asyncua")
 if _asyncua_log.level == logging.NOTSET:
     _asyncua_log.setLevel(logging.WARNING)
 
+
+class _ConnectionNoise(logging.Filter):
+    """Drop asyncua's own reports of a lost connection (a traceback from the
+    publish loop, "connection is closed" warnings while closing): the driver
+    turns the loss into DeviceUnavailable and the agent logs it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ConnectionError | OSError | TimeoutError):
+            return False
+        return "connection is closed" not in record.getMessage()
+
+
+for _name in ("asyncua.client.ua_session", "asyncua.client.ua_session.UaSession",
+              "asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol",
+              "asyncua.client.client"):
+    logging.getLogger(_name).addFilter(_ConnectionNoise())
+
 _LOGIN_CODES = {
     StatusCodes.BadUserAccessDenied,
     StatusCodes.BadIdentityTokenInvalid,

@@ -40,15 +40,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from asyncua import ua  # noqa: E402
-from asyncua.client.client import Client  # noqa: E402
+from asyncua import ua
+from asyncua.client.client import Client
 
-from agent.driver import DriverContext  # noqa: E402
-from agent.metrics import DeviceCounters  # noqa: E402
-from agent.readings import Sample  # noqa: E402
-from drivers.opcua.driver import OpcuaDriver  # noqa: E402
-from drivers.opcua.options import OpcuaDevice  # noqa: E402
-from drivers.opcua.simulator import free_port  # noqa: E402
+from agent.driver import DriverContext
+from agent.metrics import DeviceCounters
+from agent.readings import Sample
+from drivers.opcua.driver import OpcuaDriver
+from drivers.opcua.options import OpcuaDevice
+from drivers.opcua.simulator import free_port
 
 NS = "urn:edge-agent:bench"
 ROOT = Path(__file__).resolve().parents[2]

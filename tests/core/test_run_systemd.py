@@ -47,7 +47,7 @@ async def test_ready_watchdog_reload_and_stop(broker: Broker, tmp_path: Path) ->
         site.write_text(yaml.safe_dump(site_obj))
         env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000",
                "WATCHDOG_PID": ""}
-        log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
+        log = open(tmp_path / "agent.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "-c", str(site), "--state-dir",
              str(tmp_path / "state")], cwd=ROOT, env=env, stdout=log, stderr=log)

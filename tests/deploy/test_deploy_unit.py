@@ -125,3 +125,13 @@ def test_unit_contract():
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string(UNIT.read_text())
     assert parser.sections() == ["Unit", "Service", "Install"]
+
+
+def test_example_site_loads_through_the_real_loader(monkeypatch: pytest.MonkeyPatch):
+    from agent.config.load import parse_site
+
+    monkeypatch.setenv("MQTT_PASSWORD", "example")
+    example = DEPLOY / "site.yaml.example"
+    site = parse_site(example.read_text(), str(example))
+    assert [d.name for d in site.devices] == ["press-1", "drive-7"]
+    assert site.config.uplink.mqtt.password is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,15 +89,8 @@ class ModbusDriver(Driver):
             for s in block.specs:
                 values[s.name] = bool(bits[s.start - block.start])
             return
-        regs = reply.registers
-        n = len(regs)
-        be = struct.pack(f">{n}H", *regs)
-        sw = struct.pack(f"<{n}H", *regs) if block.needs_swapped else be
-        for dec in block.decoders:
-            value, error = dec.decode(be, sw, regs)
-            values[dec.name] = value
-            if error is not None:
-                bad[dec.name] = error
+        assert block.decoder is not None
+        block.decoder.decode(reply.registers, values, bad)
 
     @staticmethod
     def _mark(block: Block, error: str, values: dict[str, Any], bad: dict[str, str]) -> None:

@@ -136,7 +136,7 @@ class ModbusTag(TagConfig):
         None, description="Default: bool for CO/DI and bits (HR110.3), uint16 for registers"
     )
     order: Order | None = Field(None, description="Byte order of multi-byte values (ABCD)")
-    length: int | None = Field(None, ge=1, le=123, description="Registers of a string")
+    length: int | None = Field(None, ge=1, le=125, description="Registers of a string")
     scale: float = Field(1.0, description="value = raw * scale + offset")
     offset: float = Field(0.0, description="value = raw * scale + offset")
     map: dict[int, str | int | float | bool] | None = Field(

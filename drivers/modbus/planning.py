@@ -18,10 +18,10 @@ keeps the narrowed requests (see ``driver.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from drivers.modbus.addressing import TABLES, Table
-from drivers.modbus.codec import RegisterDecoder, make_decoder
+from drivers.modbus.codec import BlockDecoder
 from drivers.modbus.options import ModbusDevice, ModbusTag
 
 __all__ = ["Block", "Planner", "TagSpec", "build_blocks", "minimum_requests", "split"]
@@ -54,9 +54,8 @@ class Block:
     start: int
     count: int
     specs: tuple[TagSpec, ...]
-    decoders: list[RegisterDecoder] = field(default_factory=list)
-    #: True when some decoder reads the byte-swapped buffer (BADC/CDAB).
-    needs_swapped: bool = False
+    #: None for coils and discrete inputs (their answer is a list of bools).
+    decoder: BlockDecoder | None = None
 
     @property
     def names(self) -> list[str]:
@@ -75,11 +74,7 @@ def make_block(specs: Sequence[TagSpec]) -> Block:
     end = max(s.end for s in specs)
     block = Block(specs[0].table, start, end - start, tuple(specs))
     if block.table in ("hr", "ir"):
-        for s in specs:
-            dec = make_decoder(s.tag, s.start, s.bit)
-            dec.rel = s.start - start
-            block.decoders.append(dec)
-        block.needs_swapped = any(d.swapped for d in block.decoders)
+        block.decoder = BlockDecoder([(s.tag, s.start - start, s.bit) for s in specs])
     return block
 
 

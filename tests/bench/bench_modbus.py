@@ -30,14 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from agent.driver import DeviceUnavailable, DriverContext  # noqa: E402
-from agent.metrics import DeviceCounters  # noqa: E402
-from drivers.modbus.driver import ModbusDriver  # noqa: E402
-from drivers.modbus.options import ModbusDevice  # noqa: E402
-from drivers.modbus.planning import minimum_requests, resolve  # noqa: E402
-from drivers.modbus.simserver import SimServer  # noqa: E402
+from agent.driver import DeviceUnavailable, DriverContext
+from agent.metrics import DeviceCounters
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.options import ModbusDevice
+from drivers.modbus.planning import minimum_requests, resolve
+from drivers.modbus.simserver import SimServer
 
 FULL: dict[Any, Any] = {"hr": [(0, 10000)], "ir": [(0, 10000)], "co": [(0, 4000)],
                         "di": [(0, 4000)]}
@@ -264,7 +262,8 @@ async def dead_unit(seconds: float, period: float, timeout: str) -> list[str]:
         worst = max(worst, change)
         lines.append(f"{u:>6} {base[u] * 1000:>16.1f} ms {dead[u] * 1000:>17.1f} ms "
                      f"{change * 100:>7.1f}%")
-    lines.append(f"median change {statistics.median(dead[u] / base[u] - 1 for u in (1, 2, 4, 5)) * 100:.1f}%, "
+    median = statistics.median(dead[u] / base[u] - 1 for u in (1, 2, 4, 5))
+    lines.append(f"median change {median * 100:.1f}%, "
                  f"worst {worst * 100:.1f}% (target < 10%); unanswered scans of unit 3 that "
                  f"reached the wire: {out['unit 3 dead probes'][3]}")
     return lines

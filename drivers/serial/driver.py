@@ -267,8 +267,12 @@ class SerialDriver(Driver):
         if timed_out:
             self._bad.note("timeout", f"{reply.needed} frame(s) missing after "
                                       f"{self.cfg.timeout:g}s")
-        missing = (f"no reply within {self.cfg.timeout:g}s" if not reply.values
-                   else "not in reply")
+        if not reply.values:
+            missing = f"no reply within {self.cfg.timeout:g}s"
+        elif timed_out:
+            missing = f"reply incomplete after {self.cfg.timeout:g}s"
+        else:
+            missing = "not in reply"  # a complete reply without this tag's group
         values: dict[str, Any] = {}
         bad: dict[str, str] = {}
         for name in names:

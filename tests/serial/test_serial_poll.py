@@ -134,3 +134,14 @@ async def test_port_lost_while_waiting_for_a_reply(tmp_path, make_driver, kit) -
     with pytest.raises(DeviceUnavailable):
         await driver.read()
     await driver.close()
+
+
+async def test_an_incomplete_reply_says_so(peer, make_driver, kit) -> None:
+    answer(peer, lambda n: nmea("WIXDR,C,4.0,C,AIRT"))  # the wind sentence never comes
+    driver = make_driver(air(peer.path, kit, reply_frames=2, timeout="300ms"))
+    await driver.connect()
+    sample = await driver.read()
+    assert sample.values == {"temp": 4.0, "wind": None}
+    assert sample.bad == {"wind": "reply incomplete after 0.3s"}
+    assert driver.context.counters.driver["timeout"] == 1
+    await driver.close()

@@ -41,8 +41,8 @@ class Request:
 def best_effort_id(payload: bytes) -> str | None:
     """The ``id`` of a request we are about to refuse, if one can be found."""
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        obj = json.loads(payload.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")
@@ -54,7 +54,8 @@ def best_effort_id(payload: bytes) -> str | None:
 def parse_request(command: str, payload: bytes) -> Request:
     """Decode and shape-check one request; raise CommandError when malformed."""
     try:
-        obj = json.loads(payload)
+        # Decoded here: json.loads(bytes) would guess UTF-16/32 from a BOM.
+        obj = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise CommandError("malformed request: payload is not UTF-8") from None
     except ValueError as err:

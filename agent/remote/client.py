@@ -103,7 +103,9 @@ class RemoteClient:
             reply = _json(message.payload)
             if not isinstance(reply, dict):
                 continue
-            rid = reply.get("id")
+            # Correlation data first: a reply to a malformed request has no id.
+            corr = getattr(message.properties, "CorrelationData", None)
+            rid = corr.decode(errors="replace") if isinstance(corr, bytes) else reply.get("id")
             future = self._waiting.get(rid) if isinstance(rid, str) else None
             if future is not None and not future.done():
                 future.set_result(reply)

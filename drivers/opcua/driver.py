@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -202,11 +203,7 @@ class OpcuaDriver(Driver):
     async def stream(self, emit: Emit) -> None:
         client = self._require()
         conn = self.cfg.connection
-        publish = self.cfg.publishing_interval or self.cfg.interval
-        # Keep-alives come at least every max(keepalive, publish); three
-        # missed ones mean the subscription is dead even if the socket is not.
-        stale_after = 3 * max(conn.keepalive, publish) + conn.timeout
-        batcher = Batcher(self.names, emit, stale_after=stale_after)
+        batcher = Batcher(self.names, emit, stale_after=math.inf)  # set from the server's answer
         nodes = [(i, n) for i, n in enumerate(self._nodes) if n is not None]
         try:
             _, failed = await start_subscription(
@@ -219,7 +216,7 @@ class OpcuaDriver(Driver):
             emit([Sample(ts=now_ms(), values=dict.fromkeys(names),
                          bad={self.names[i]: why for i, why in failed.items()})])
             self.context.counters.count("items_failed", len(failed))
-        period = min(1.0, batcher.stale_after / 3)
+        period = min(1.0, batcher.stale_after / 3, conn.keepalive)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), timeout=period)

@@ -105,7 +105,8 @@ async def _presented(client: Client, policy_uri: str, mode: ua.MessageSecurityMo
     for ep in endpoints:
         if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode:
             return _first_der(ep.ServerCertificate)
-    offered = sorted({f"{ep.SecurityPolicyUri.rpartition('#')[2]}_{ep.SecurityMode.name}"
+    offered = sorted({"None" if ep.SecurityMode == ua.MessageSecurityMode.None_ else
+                      f"{ep.SecurityPolicyUri.rpartition('#')[2]}_{ep.SecurityMode.name}"
                       for ep in endpoints})
     raise DeviceUnavailable(
         f"server offers no {security} endpoint (it offers: {', '.join(offered)})",

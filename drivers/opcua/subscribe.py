@@ -132,6 +132,12 @@ async def start_subscription(
     """Create the subscription and its items; return its id and failed tags' statuses."""
     result = await client.uaclient.create_subscription(subscription_params(cfg), batcher)
     sub_id = int(result.SubscriptionId)
+    # The server may revise the interval and keep-alive count: a keep-alive
+    # comes at the latest every interval x count; three missed ones, plus a
+    # request timeout of slack, mean the subscription is dead.
+    keepalive = result.RevisedPublishingInterval * max(1, result.RevisedMaxKeepAliveCount) / 1000
+    batcher.stale_after = 3 * keepalive + cfg.connection.timeout
+    batcher.last_publish = time.monotonic()
     items = create_items(cfg, nodes)
     failed: dict[int, str] = {}
     for start in range(0, len(items), per_call):

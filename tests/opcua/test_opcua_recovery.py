@@ -191,3 +191,26 @@ async def test_poll_mode_reports_a_stopped_server_once_per_attempt(
             await drv.connect()
         await drv.close()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_subscription_lost_on_the_server_is_rebuilt(
+    context: Any, make_device: Any, wait: Any
+) -> None:
+    # The session stays up but the server forgets the subscription (a PLC
+    # that reloads its program does this): no data and no keep-alives.
+    sim = await start_server(variables={"A": (VT.Double, 1.0)})
+    cfg = make_device(sim.endpoint, [{"name": "a", "node": f"nsu={NS};s=A"}],
+                      mode="subscribe", interval="50ms")
+    loop = Loop(OpcuaDriver(cfg, context))
+    try:
+        await wait(lambda: loop.latest("a") == 1.0, what="initial value")
+        subs = sim.server.iserver.subscription_service
+        await subs.delete_subscriptions(list(subs.subscriptions))
+        await wait(lambda: loop.errors, timeout=15, what="the silent subscription to be noticed")
+        assert "no data or keep-alive" in loop.errors[0] or "subscription ended" in loop.errors[0]
+        await sim.set("A", 8.0, VT.Double)
+        await wait(lambda: loop.latest("a") == 8.0, timeout=15, what="a new subscription")
+        assert loop.connects == 2
+    finally:
+        await loop.stop()
+        await sim.stop()

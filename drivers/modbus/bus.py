@@ -26,6 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+
 from agent.driver import DeviceUnavailable, DriverError
 from drivers.modbus.options import (
     AsciiConnection,
@@ -120,9 +124,6 @@ class Bus:
         self._next_connect = 0.0
 
     def _make_client(self) -> Any:
-        from pymodbus import FramerType
-        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-
         c = self.conn
         # retries=0 and reconnect_delay=0: retries, timeouts and reconnects
         # are ours (per device, per unit), not the library's.
@@ -215,6 +216,12 @@ class Bus:
                 log.info("modbus %s unit %d answers again", self.name, unit)
             self.units[unit] = UnitState()
 
+    def probe_over(self, unit: int) -> None:
+        """A scan ended without a verdict on the unit (link lost, cancelled)."""
+        state = self.units.get(unit)
+        if state is not None:
+            state.probing = False
+
     def unit_failed(self, unit: int, reason: str, backoff_max: float) -> None:
         state = self.unit(unit)
         state.failures += 1
@@ -240,8 +247,6 @@ class Bus:
 
         Raises ExceptionReply, NoAnswer (after retries) or DeviceUnavailable.
         """
-        from pymodbus.exceptions import ConnectionException, ModbusIOException
-
         async with self._lock:
             client = await self._ensure_open()
             # The client was made with one timeout; devices sharing the link

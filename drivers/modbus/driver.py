@@ -8,10 +8,10 @@ from typing import Any
 
 from agent.driver import DeviceUnavailable, Driver, DriverContext, DriverError, WriteRefused
 from agent.readings import Sample, now_ms
-from drivers.modbus.bus import Bus, ExceptionReply, NoAnswer, bus_for
+from drivers.modbus.bus import Bus, ExceptionReply, NoAnswer, UnitDown, bus_for
 from drivers.modbus.codec import EncodeError, encode_registers, parse_bool
 from drivers.modbus.options import ModbusDevice, ModbusTag
-from drivers.modbus.planning import Block, Planner, make_block, split
+from drivers.modbus.planning import Block, Planner, TagSpec, make_block, split
 
 __all__ = ["ModbusDriver"]
 
@@ -129,7 +129,12 @@ class ModbusDriver(Driver):
         bad: dict[str, str] = {}
         bus = self.bus
         unit = self.conn.unit
-        retries = bus.admit(unit, self.conn.retries)
+        try:
+            retries = bus.admit(unit, self.conn.retries)
+        except UnitDown:
+            self._counters.count("unit_skipped")
+            raise
+        answered = False
         try:
             i = 0
             while i < len(blocks):
@@ -154,13 +159,16 @@ class ModbusDriver(Driver):
                     self._decode(block, reply, values, bad)
                 retries = self.conn.retries  # a probe answered: back to normal
                 i += 1
+            answered = True
         except NoAnswer as err:
             self._counters.count("unit_down")
             bus.unit_failed(unit, str(err), self.conn.unit_backoff_max)
             raise NoAnswer(f"unit {unit}: {err}", device=self.device.name) from None
-        except DeviceUnavailable:
-            bus.unit_ok(unit)  # the link failed, not the unit
-            raise
+        finally:
+            if not answered:
+                # Link lost or cancelled mid-probe: the unit's state is unknown,
+                # let the next scan probe it again.
+                bus.probe_over(unit)
         bus.unit_ok(unit)
         if names is not None:
             for name in names:
@@ -187,6 +195,13 @@ class ModbusDriver(Driver):
             raise WriteRefused(f"{tag}: {err}", device=self.device.name) from None
         bus, unit = self.bus, self.conn.unit
         retries = bus.admit(unit, self.conn.retries)
+        try:
+            return await self._write(spec, payload, retries)
+        finally:
+            bus.probe_over(unit)
+
+    async def _write(self, spec: TagSpec, payload: Any, retries: int) -> Any:
+        bus, unit, tag = self.bus, self.conn.unit, spec.name
 
         async def send(call: Any) -> None:
             await bus.execute(
@@ -220,6 +235,7 @@ class ModbusDriver(Driver):
             raise DriverError(f"{tag}: no answer ({err}); the write may or may not have "
                               "happened", device=self.device.name) from None
         except ExceptionReply as err:
+            bus.unit_ok(unit)  # it answered: alive, just unwilling
             raise DriverError(f"{tag}: device refused: {err}", device=self.device.name) from None
         bus.unit_ok(unit)
         if tag in bad:

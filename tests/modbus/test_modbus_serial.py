@@ -136,6 +136,7 @@ async def test_dead_unit_is_backed_off_and_others_keep_their_rate(
         assert skipped >= len(dead) - 5
         bus = drivers[1].bus
         assert bus.unit(3).down
+        assert drivers[3].context.counters.driver["unit_skipped"] == skipped
         expected = duration / period
         for u in (1, 2, 4, 5):
             good = [s for kind, _, s in logs[u] if kind == "ok" and not s.bad]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 
 import pytest
 
@@ -215,3 +217,22 @@ async def test_read_subset_and_unknown_tag(server: SimServer) -> None:
         await driver.close()
     assert sample.values == {"t3": 3, "nope": None}
     assert sample.bad == {"nope": "no such tag"}
+
+
+async def test_pause_keeps_the_link_quiet_between_requests(server: SimServer) -> None:
+    tags = [{"name": f"r{a}", "address": f"HR{a}"} for a in (0, 50, 90)]
+    sent: list[float] = []
+    driver = make_driver(device(server.port, tags, max_gap=0,
+                                connection={"pause": "60ms"}))
+    await driver.connect()
+    try:
+        client = driver.bus._client
+        client.ctx.trace_pdu = lambda sending, pdu: (
+            sending and sent.append(time.monotonic()), pdu
+        )[1]
+        sample = await driver.read()
+    finally:
+        await driver.close()
+    assert not sample.bad and len(sent) == 3
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= 0.055, gaps

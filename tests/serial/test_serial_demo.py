@@ -5,21 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from agent.config.load import parse_site
 from agent.readings import Sample
 from agent.scheduler import DeviceRunner
+from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.plugin import PLUGIN
 from drivers.serial.ptypeer import PtyPeer
 from drivers.serial.simulator import simulate
 
+MakeDriver = Callable[[SerialDevice], SerialDriver]
+StartStream = Callable[[SerialDriver], tuple[Any, "asyncio.Task[None]"]]
 
-async def test_simulated_instruments_through_loader_and_driver(tmp_path: Path, make_driver,
-                                                               streaming, kit) -> None:
+
+async def test_simulated_instruments_through_loader_and_driver(
+    tmp_path: Path, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     async with contextlib.AsyncExitStack() as stack:
         entries = await simulate(stack, tmp_path)
         # The demo writes the entries out as YAML: they must survive the real loader.
@@ -45,7 +52,7 @@ async def test_simulated_instruments_through_loader_and_driver(tmp_path: Path, m
         await weather_driver.close()
 
 
-async def test_scheduler_sees_a_pulled_port_and_recovers(tmp_path: Path, kit) -> None:
+async def test_scheduler_sees_a_pulled_port_and_recovers(tmp_path: Path, kit: Any) -> None:
     link = tmp_path / "ttyUSB-scale"
     peer = PtyPeer(link)
     config = kit.device(str(link), name="scale", sample="all", poll="200ms")

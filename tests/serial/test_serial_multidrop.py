@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ from agent.config.load import parse_site
 from agent.driver import DeviceUnavailable, DriverContext
 from agent.metrics import DeviceCounters
 from drivers.serial.driver import SerialDriver
+from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer
+
+MakeDriver = Callable[[SerialDevice], SerialDriver]
+StartStream = Callable[[SerialDriver], tuple[Any, "asyncio.Task[None]"]]
 
 
 def addressed(port: str, address: str, **extra: Any) -> dict[str, Any]:
@@ -76,8 +81,9 @@ async def test_each_device_gets_its_own_reply(tmp_path: Path, peer: PtyPeer) -> 
     await again.close()
 
 
-async def test_a_mute_instrument_does_not_hand_its_slot_to_the_next(tmp_path: Path,
-                                                                     peer: PtyPeer) -> None:
+async def test_a_mute_instrument_does_not_hand_its_slot_to_the_next(
+    tmp_path: Path, peer: PtyPeer,
+) -> None:
     loop = asyncio.get_running_loop()
 
     def on_data(data: bytes) -> None:
@@ -100,8 +106,9 @@ async def test_a_mute_instrument_does_not_hand_its_slot_to_the_next(tmp_path: Pa
     await fast.close()
 
 
-async def test_a_stream_device_cannot_share_and_settings_must_match(tmp_path: Path,
-                                                                     peer: PtyPeer) -> None:
+async def test_a_stream_device_cannot_share_and_settings_must_match(
+    tmp_path: Path, peer: PtyPeer,
+) -> None:
     stream_raw = addressed(peer.path, "01", mode="stream")
     del stream_raw["request"]
     poller, streamer, other_baud = drivers_on_one_bus(
@@ -115,7 +122,7 @@ async def test_a_stream_device_cannot_share_and_settings_must_match(tmp_path: Pa
     await poller.close()
 
 
-async def test_a_lost_bus_fails_every_device(tmp_path: Path, kit) -> None:
+async def test_a_lost_bus_fails_every_device(tmp_path: Path, kit: Any) -> None:
     peer = PtyPeer(tmp_path / "ttyRS485")
     peer.on_receive()  # nobody answers
     one, two = drivers_on_one_bus(tmp_path, addressed(peer.path, "01", timeout="4s"),

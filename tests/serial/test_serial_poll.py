@@ -6,11 +6,18 @@ import asyncio
 import functools
 import operator
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.driver import DeviceUnavailable
+from drivers.serial.driver import SerialDriver
+from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer
+
+MakeDriver = Callable[[SerialDevice], SerialDriver]
+StartStream = Callable[[SerialDriver], tuple[Any, "asyncio.Task[None]"]]
 
 AIR_RULES = [
     {"regex": r"^\$WIXDR,C,(?P<temp>-?\d+\.\d+),C,AIRT"},
@@ -43,13 +50,14 @@ def answer(peer: PtyPeer, reply: Callable[[int], bytes | None]) -> list[bytes]:
     return requests
 
 
-def air(port: str, kit, **options):
+def air(port: str, kit: Any, **options: Any) -> SerialDevice:
     base = {"mode": "poll", "request": "R\r\n", "timeout": "500ms", "poll": "5s",
             "checksum": "nmea", "parse": AIR_RULES, "tags": AIR_TAGS}
-    return kit.device(port, **{**base, **options})
+    device: SerialDevice = kit.device(port, **{**base, **options})
+    return device
 
 
-async def test_request_and_reply(peer, make_driver, kit) -> None:
+async def test_request_and_reply(peer: PtyPeer, make_driver: MakeDriver, kit: Any) -> None:
     requests = answer(peer, lambda n: nmea(f"WIXDR,C,{20 + n}.5,C,AIRT"))
     driver = make_driver(air(peer.path, kit))
     assert not driver.push
@@ -64,7 +72,7 @@ async def test_request_and_reply(peer, make_driver, kit) -> None:
     await driver.close()
 
 
-async def test_reply_of_several_frames(peer, make_driver, kit) -> None:
+async def test_reply_of_several_frames(peer: PtyPeer, make_driver: MakeDriver, kit: Any) -> None:
     answer(peer, lambda n: nmea("WIXDR,C,-1.5,C,AIRT") + b"garbage\r\n"
            + nmea("WIMWV,270.0,R,3.0,M,A"))
     driver = make_driver(air(peer.path, kit, reply_frames=2))
@@ -76,7 +84,7 @@ async def test_reply_of_several_frames(peer, make_driver, kit) -> None:
     await driver.close()
 
 
-async def test_a_reply_that_never_comes(peer, make_driver, kit) -> None:
+async def test_a_reply_that_never_comes(peer: PtyPeer, make_driver: MakeDriver, kit: Any) -> None:
     requests = answer(peer, lambda n: None)  # the instrument is mute
     driver = make_driver(air(peer.path, kit))
     await driver.connect()
@@ -95,7 +103,9 @@ async def test_a_reply_that_never_comes(peer, make_driver, kit) -> None:
     await driver.close()
 
 
-async def test_bad_checksum_reply_is_dropped_and_times_out(peer, make_driver, kit) -> None:
+async def test_bad_checksum_reply_is_dropped_and_times_out(
+    peer: PtyPeer, make_driver: MakeDriver, kit: Any,
+) -> None:
     answer(peer, lambda n: nmea("WIXDR,C,5.0,C,AIRT").replace(b"5.0", b"6.0"))
     driver = make_driver(air(peer.path, kit, timeout="200ms"))
     await driver.connect()
@@ -105,7 +115,9 @@ async def test_bad_checksum_reply_is_dropped_and_times_out(peer, make_driver, ki
     await driver.close()
 
 
-async def test_a_late_reply_does_not_answer_the_next_request(peer, make_driver, kit) -> None:
+async def test_a_late_reply_does_not_answer_the_next_request(
+    peer: PtyPeer, make_driver: MakeDriver, kit: Any,
+) -> None:
     # The instrument answers request n with the value n, but only after the
     # agent has given up on it; the next read must not take the stale value.
     driver = make_driver(air(peer.path, kit, timeout="300ms"))
@@ -121,7 +133,9 @@ async def test_a_late_reply_does_not_answer_the_next_request(peer, make_driver, 
     await driver.close()
 
 
-async def test_port_lost_while_waiting_for_a_reply(tmp_path, make_driver, kit) -> None:
+async def test_port_lost_while_waiting_for_a_reply(
+    tmp_path: Path, make_driver: MakeDriver, kit: Any,
+) -> None:
     peer = PtyPeer(tmp_path / "ttyAIR")
     answer(peer, lambda n: None)
     driver = make_driver(air(peer.path, kit, timeout="4s"))
@@ -136,7 +150,9 @@ async def test_port_lost_while_waiting_for_a_reply(tmp_path, make_driver, kit) -
     await driver.close()
 
 
-async def test_an_incomplete_reply_says_so(peer, make_driver, kit) -> None:
+async def test_an_incomplete_reply_says_so(
+    peer: PtyPeer, make_driver: MakeDriver, kit: Any,
+) -> None:
     answer(peer, lambda n: nmea("WIXDR,C,4.0,C,AIRT"))  # the wind sentence never comes
     driver = make_driver(air(peer.path, kit, reply_frames=2, timeout="300ms"))
     await driver.connect()

@@ -6,11 +6,19 @@ import asyncio
 import functools
 import operator
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.driver import DeviceUnavailable
+from drivers.serial.driver import SerialDriver
+from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer
+
+MakeDriver = Callable[[SerialDevice], SerialDriver]
+StartStream = Callable[[SerialDriver], tuple[Any, "asyncio.Task[None]"]]
 
 
 def nmea(body: str) -> bytes:
@@ -18,7 +26,9 @@ def nmea(body: str) -> bytes:
     return f"${body}*{functools.reduce(operator.xor, body.encode(), 0):02X}\r\n".encode()
 
 
-async def test_sample_all_emits_every_frame_in_order(peer, make_driver, streaming, kit) -> None:
+async def test_sample_all_emits_every_frame_in_order(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(peer.path, sample="all", poll="1s"))
     await driver.connect()
     got, _ = streaming(driver)
@@ -36,8 +46,9 @@ async def test_sample_all_emits_every_frame_in_order(peer, make_driver, streamin
     await driver.close()
 
 
-async def test_sample_latest_merges_a_period_into_one_sample(peer, make_driver, streaming,
-                                                             kit) -> None:
+async def test_sample_latest_merges_a_period_into_one_sample(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(peer.path, sample="latest", poll="200ms"))
     await driver.connect()
     got, _ = streaming(driver)
@@ -57,7 +68,8 @@ async def test_sample_latest_merges_a_period_into_one_sample(peer, make_driver, 
 
 
 async def test_garbage_partial_lines_and_bad_frames_are_counted_not_fatal(
-        peer, make_driver, streaming, kit) -> None:
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(peer.path, sample="all", poll="1s",
                                     frame={"terminator": "\r\n", "max_length": 40}))
     await driver.connect()
@@ -83,7 +95,9 @@ async def test_garbage_partial_lines_and_bad_frames_are_counted_not_fatal(
     await driver.close()
 
 
-async def test_nmea_checksum_in_stream(peer, make_driver, streaming, kit) -> None:
+async def test_nmea_checksum_in_stream(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(
         peer.path, sample="all", checksum="nmea",
         parse={"regex": r"^\$WIXDR,C,(?P<temp>-?\d+\.\d+),C"},
@@ -101,7 +115,9 @@ async def test_nmea_checksum_in_stream(peer, make_driver, streaming, kit) -> Non
     await driver.close()
 
 
-async def test_stx_etx_fixed_binary_layout(peer, make_driver, streaming, kit) -> None:
+async def test_stx_etx_fixed_binary_layout(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     # A balance sending STX "+0012.50g" ETX with noise between frames.
     driver = make_driver(kit.device(
         peer.path, sample="all", frame={"start": "\x02", "terminator": "\x03", "length": 9},
@@ -116,7 +132,9 @@ async def test_stx_etx_fixed_binary_layout(peer, make_driver, streaming, kit) ->
     await driver.close()
 
 
-async def test_start_request_is_sent_once_per_connection(peer, make_driver, kit) -> None:
+async def test_start_request_is_sent_once_per_connection(
+    peer: PtyPeer, make_driver: MakeDriver, kit: Any,
+) -> None:
     peer.on_receive()
     driver = make_driver(kit.device(peer.path, request="SIR\r\n"))
     await driver.connect()
@@ -124,8 +142,9 @@ async def test_start_request_is_sent_once_per_connection(peer, make_driver, kit)
     await driver.close()
 
 
-async def test_silence_marks_tags_bad_until_data_returns(peer, make_driver, streaming,
-                                                          kit) -> None:
+async def test_silence_marks_tags_bad_until_data_returns(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(peer.path, poll="100ms", silence="300ms"))
     await driver.connect()
     got, _ = streaming(driver)
@@ -138,8 +157,9 @@ async def test_silence_marks_tags_bad_until_data_returns(peer, make_driver, stre
     await driver.close()
 
 
-async def test_port_closed_raises_and_a_replugged_port_works(tmp_path, make_driver, streaming,
-                                                             kit) -> None:
+async def test_port_closed_raises_and_a_replugged_port_works(
+    tmp_path: Path, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     link = tmp_path / "ttyUSB-by-id"
     first = PtyPeer(link)
     driver = make_driver(kit.device(str(link), sample="all"))
@@ -169,7 +189,7 @@ async def test_port_closed_raises_and_a_replugged_port_works(tmp_path, make_driv
         second.close()
 
 
-async def test_port_is_opened_exclusively(peer, make_driver, kit) -> None:
+async def test_port_is_opened_exclusively(peer: PtyPeer, make_driver: MakeDriver, kit: Any) -> None:
     one = make_driver(kit.device(peer.path))
     two = make_driver(kit.device(peer.path))
     await one.connect()
@@ -181,7 +201,9 @@ async def test_port_is_opened_exclusively(peer, make_driver, kit) -> None:
         await one.close()
 
 
-async def test_one_shot_read_of_a_stream_device(peer, make_driver, kit) -> None:
+async def test_one_shot_read_of_a_stream_device(
+    peer: PtyPeer, make_driver: MakeDriver, kit: Any,
+) -> None:
     driver = make_driver(kit.device(peer.path, timeout="5s"))
     await driver.connect()
     reading = asyncio.create_task(driver.read())
@@ -192,7 +214,9 @@ async def test_one_shot_read_of_a_stream_device(peer, make_driver, kit) -> None:
     await driver.close()
 
 
-async def test_fixed_length_frames_without_terminator(peer, make_driver, streaming, kit) -> None:
+async def test_fixed_length_frames_without_terminator(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     # A counter sending 8-byte records back to back, no separator at all.
     driver = make_driver(kit.device(
         peer.path, sample="all", frame={"length": 8},
@@ -209,8 +233,9 @@ async def test_fixed_length_frames_without_terminator(peer, make_driver, streami
     await driver.close()
 
 
-async def test_xor_hex_checksum_with_separator_and_utf8(peer, make_driver, streaming,
-                                                        kit) -> None:
+async def test_xor_hex_checksum_with_separator_and_utf8(
+    peer: PtyPeer, make_driver: MakeDriver, streaming: StartStream, kit: Any,
+) -> None:
     driver = make_driver(kit.device(
         peer.path, sample="all", checksum={"type": "xor", "separator": ";"},
         frame={"terminator": "\n", "encoding": "utf-8"},

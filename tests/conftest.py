@@ -6,6 +6,7 @@ The machine's own broker on port 1883 is never touched.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,9 @@ class Broker:
             f"persistence_location {workdir}/\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n"
             "max_inflight_messages 100\n"
+            # As root, mosquitto would switch to its own user, which cannot read
+            # the test's private temp dir (log, password and ACL files).
+            + ("user root\n" if os.geteuid() == 0 else "")
             + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -81,9 +85,17 @@ class Broker:
     def start(self) -> None:
         if shutil.which(MOSQUITTO) is None and not Path(MOSQUITTO).exists():
             pytest.fail("mosquitto is not installed: run ./dev.sh test, which installs it")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), 20, f"mosquitto on {self.port}")
+        out = open(self.workdir / "mosquitto.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=out)
+        out.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                text = (self.workdir / "mosquitto.out").read_text(errors="replace")
+                raise AssertionError(f"mosquitto exited {self.proc.returncode}: {text}")
+            return port_open(self.port)
+
+        wait_until(up, 20, f"mosquitto on {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -117,6 +129,7 @@ class Collector:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.client_kwargs: dict[str, object] = {}
 
     async def _run(self) -> None:
         import aiomqtt
@@ -124,7 +137,8 @@ class Collector:
         while True:
             try:
                 async with aiomqtt.Client("127.0.0.1", self.broker.port,
-                                          identifier=self.client_id, clean_session=False) as c:
+                                          identifier=self.client_id, clean_session=False,
+                                          **self.client_kwargs) as c:  # type: ignore[arg-type]
                     await c.subscribe(self.topic, qos=1)
                     self.subscribed.set()
                     async for msg in c.messages:

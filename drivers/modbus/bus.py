@@ -28,7 +28,7 @@ from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.driver import DeviceUnavailable, DriverError
 from drivers.modbus.options import (
@@ -266,6 +266,9 @@ class Bus:
                 except ConnectionException as err:
                     self._drop()
                     raise DeviceUnavailable(f"link {self.name} lost: {err}") from None
+                except ModbusException as err:  # undecodable answer and the like
+                    error = f"bad answer: {err}"
+                    continue
                 finally:
                     self._idle_since = time.monotonic()
                 if reply.isError():

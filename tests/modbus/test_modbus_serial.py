@@ -196,3 +196,32 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
         assert not shared
     finally:
         await sim.stop()
+
+
+async def test_dead_unit_behind_a_gateway_does_not_cut_the_link() -> None:
+    # pymodbus closes a TCP link after a few unanswered requests in a row; behind
+    # an RTU-over-TCP converter that would cut off every other unit.
+    sim = await SimServer.tcp({1: LAYOUT, 2: LAYOUT}, framer="rtu")
+    sim.silent.add(2)
+    _fill(sim, 1)
+    shared: dict[str, Any] = {}
+    conn = {"transport": "rtu_over_tcp", "timeout": "100ms", "retries": 0}
+    alive = make_driver(device(sim.port, TAGS, name="alive", connection={**conn, "unit": 1}),
+                        shared)
+    dead = make_driver(device(sim.port, TAGS, name="dead", connection={**conn, "unit": 2}),
+                       shared)
+    try:
+        await alive.connect()
+        await dead.connect()
+        bus = alive.bus
+        for _ in range(6):
+            bus.unit(2).next_probe = 0.0  # probe now instead of after the backoff
+            with pytest.raises(NoAnswer):
+                await dead.read()
+        assert bus.connected
+        assert (await alive.read()).values["count"] == 100001
+        assert dead.context.counters.driver["unit_down"] == 6
+    finally:
+        await alive.close()
+        await dead.close()
+        await sim.stop()

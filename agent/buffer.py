@@ -180,6 +180,8 @@ class Buffer:
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
         self._disk_full_logged = False
+        self._dropping = False
+        self._dropped_now = False
 
     def set_max_message(self, max_message: int) -> None:
         """Batches committed from now on fit ``max_message`` (stored ones already do)."""
@@ -220,8 +222,13 @@ class Buffer:
                     added += 1
             if self.stats.oldest_ms is None and self.stats.batches:
                 self.stats.oldest_ms = now
+            self._dropped_now = False
             self._enforce_limits(db, now)
             db.execute("COMMIT")
+            if self._dropping and not self._dropped_now:
+                self._dropping = False
+                log.info("buffer no longer dropping; %d batches (%d samples) dropped since start",
+                         self.stats.dropped_batches, self.stats.dropped_samples)
         except BaseException:
             db.execute("ROLLBACK")
             self._recount(db)
@@ -264,7 +271,13 @@ class Buffer:
         self.stats.bytes -= row[2]
         self.stats.dropped_batches += row[0]
         self.stats.dropped_samples += row[1]
-        log.warning("buffer limit: dropped %d oldest batches (%d samples)", row[0], row[1])
+        self._dropped_now = True
+        # Once per episode: a full buffer drops on every commit until the uplink returns.
+        if not self._dropping:
+            log.warning("buffer full (limits %d bytes, %.0f s): dropping the oldest batches; "
+                        "every drop is counted in the metrics", self.max_size, self.max_age)
+            self._dropping = True
+        log.debug("buffer dropped %d oldest batches (%d samples)", row[0], row[1])
 
     def _enforce_limits(self, db: sqlite3.Connection, now: int) -> None:
         cutoff = now - int(self.max_age * 1000)

@@ -85,7 +85,7 @@ class Broker:
     def start(self) -> None:
         if shutil.which(MOSQUITTO) is None and not Path(MOSQUITTO).exists():
             pytest.fail("mosquitto is not installed: run ./dev.sh test, which installs it")
-        out = open(self.workdir / "mosquitto.out", "ab")  # noqa: SIM115
+        out = open(self.workdir / "mosquitto.out", "ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=out)
         out.close()
 

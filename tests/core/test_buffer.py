@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -48,12 +49,15 @@ async def test_seq_rises_by_one_and_is_never_reused_across_restarts(tmp_path: Pa
     await buf.close()
 
 
-async def test_size_limit_drops_oldest_and_counts(tmp_path: Path) -> None:
+async def test_size_limit_drops_oldest_and_counts(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "agent.buffer")
     buf = make_buffer(tmp_path / "b.sqlite", max_size=64 * 1024)
     await buf.open()
     for i in range(40):
         buf.add("a", samples(50, i * 50))
         await buf.commit()
+    assert caplog.text.count("dropping the oldest") == 1, "logged once per episode"
     assert buf.stats.bytes <= 64 * 1024
     assert buf.stats.dropped_batches > 0
     assert buf.stats.dropped_samples == buf.stats.dropped_batches * 50
@@ -61,6 +65,11 @@ async def test_size_limit_drops_oldest_and_counts(tmp_path: Path) -> None:
     # The newest survive, the oldest went first, and the gap is visible in seq.
     assert left[-1].seq == 40
     assert left[0].seq == buf.stats.dropped_batches + 1
+    for b in left:
+        buf.ack(b.seq)
+    buf.add("a", samples(1))
+    await buf.commit()
+    assert "no longer dropping" in caplog.text
     await buf.close()
 
 

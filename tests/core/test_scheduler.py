@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from agent.driver import (
     DeviceConfig,
@@ -27,7 +28,7 @@ from tests.conftest import async_wait_until
 class Clocked(Driver):
     """Reads take ``delay`` seconds; connect fails while ``down`` is set."""
 
-    instances: dict[str, Clocked] = {}
+    instances: ClassVar[dict[str, Clocked]] = {}
 
     def __init__(self, config: DeviceConfig, context: DriverContext) -> None:
         super().__init__(config, context)

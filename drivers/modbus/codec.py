@@ -79,7 +79,13 @@ Post = Callable[[Any], tuple[Any, str | None]]
 
 
 def _postprocess(tag: ModbusTag, kind: str) -> Post | None:
-    """What happens after the raw unpack; None when nothing does (the fast path)."""
+    """What happens to an integer after the unpack; None when nothing does.
+
+    Floats never come here: :class:`BlockDecoder` rounds, scales and checks
+    them for a whole group at once.
+    """
+    if kind in ("float32", "float64"):
+        return None
     if tag.map is not None:
         table = dict(tag.map)
 
@@ -89,21 +95,7 @@ def _postprocess(tag: ModbusTag, kind: str) -> Post | None:
             return None, f"value {raw} not in map"
 
         return mapped
-    scaled = tag.scale != 1.0 or tag.offset != 0.0
-    if kind in ("float32", "float64"):
-        scale, offset, single = tag.scale, tag.offset, kind == "float32"
-
-        def real(raw: Any) -> tuple[Any, str | None]:
-            if not math.isfinite(raw):
-                return None, NOT_FINITE
-            if single:
-                # float32 has ~7 significant digits; 12.3 must not read 12.300000190734863.
-                raw = float(f"{raw:.7g}")
-            value = raw * scale + offset if scaled else raw
-            return (value, None) if math.isfinite(value) else (None, NOT_FINITE)
-
-        return real
-    if scaled:
+    if tag.scale != 1.0 or tag.offset != 0.0:
         return _linear(tag.scale, tag.offset)
     return None
 

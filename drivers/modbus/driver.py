@@ -171,10 +171,11 @@ class ModbusDriver(Driver):
                 bus.probe_over(unit)
         bus.unit_ok(unit)
         if names is not None:
+            # Commissioning reads print in the order asked for; polls skip this.
             for name in names:
                 if name not in values:
-                    values[name] = None
                     bad[name] = "no such tag"
+            values = {name: values.get(name) for name in names}
         if self.conn.close_after_scan:
             await bus.idle_close()
         return Sample(ts=ts, values=values, bad=bad)

@@ -121,6 +121,20 @@ class ModbusDriver(Driver):
             out.append(half)
         return out
 
+    def _learn(self, blocks: list[Block], block: Block, leaves: list[Block], bad: list[str]) -> None:
+        """Keep what a split found: the plan reads the leaves from now on."""
+        for i, b in enumerate(blocks):
+            if b is block:
+                blocks[i : i + 1] = leaves
+                break
+        else:
+            return  # another read learned it first
+        self.context.log.info(
+            "%s: %s refused as a whole; now read as %s; bad: %s",
+            self.device.name, block, " ".join(str(leaf) for leaf in leaves),
+            ", ".join(bad) or "none",
+        )
+
     async def read(self, tags: Sequence[str] | None = None) -> Sample:
         ts = now_ms()
         names = None if tags is None else tuple(tags)
@@ -136,29 +150,21 @@ class ModbusDriver(Driver):
             raise
         answered = False
         try:
-            i = 0
-            while i < len(blocks):
-                block = blocks[i]
+            # A snapshot: a remote read may run the same plan concurrently.
+            for block in tuple(blocks):
                 try:
                     reply = await self._request(block, retries)
                 except ExceptionReply as err:
                     self._counters.count(f"exception_{err.exception_code}")
                     if err.exception_code in SPLIT_CODES and len(block.specs) > 1:
                         leaves = await self._narrow(block, retries, values, bad)
-                        # Keep what we learned: the plan reads the leaves from now on.
-                        blocks[i : i + 1] = leaves
-                        self.context.log.info(
-                            "%s: %s refused as a whole; now %d requests; bad: %s",
-                            self.device.name, block, len(leaves),
-                            ", ".join(n for n in block.names if n in bad) or "none",
-                        )
-                        i += len(leaves)
-                        continue
-                    self._mark(block, str(err), values, bad)
+                        self._learn(blocks, block, leaves,
+                                    [n for n in block.names if n in bad])
+                    else:
+                        self._mark(block, str(err), values, bad)
                 else:
                     self._decode(block, reply, values, bad)
                 retries = self.conn.retries  # a probe answered: back to normal
-                i += 1
             answered = True
         except NoAnswer as err:
             self._counters.count("unit_down")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -236,3 +237,22 @@ async def test_pause_keeps_the_link_quiet_between_requests(server: SimServer) ->
     assert not sample.bad and len(sent) == 3
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) >= 0.055, gaps
+
+
+async def test_concurrent_reads_while_learning_a_split(server: SimServer) -> None:
+    # A poll and a remote read of the same plan at once: both correct, plan split once.
+    server.set_registers(1, "hr", 95, [5])
+    server.set_registers(1, "hr", 112, [7])
+    tags = [{"name": "a", "address": "HR95"}, {"name": "hole", "address": "HR104"},
+            {"name": "b", "address": "HR112"}]
+    driver = make_driver(device(server.port, tags, max_gap=20))
+    await driver.connect()
+    try:
+        s1, s2 = await asyncio.gather(driver.read(), driver.read())
+        plan = [str(b) for b in driver.planner.plan()]
+    finally:
+        await driver.close()
+    for s in (s1, s2):
+        assert s.values == {"a": 5, "hole": None, "b": 7}
+        assert list(s.bad) == ["hole"]
+    assert sorted(plan) == ["HR104+1", "HR112+1", "HR95+1"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,7 +175,10 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
         _fill(sim, 2)
         shared: dict[str, Any] = {}
         many = [{"name": f"r{a}", "address": f"HR{a}"} for a in range(0, 100, 20)]
-        d1 = make_driver(device(client_end, many, name="a", max_gap=0,
+        # A /dev/serial/by-id style link and the port it points to are one bus.
+        by_id = Path(client_end).parent / "usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+        by_id.symlink_to(os.path.realpath(client_end))
+        d1 = make_driver(device(str(by_id), many, name="a", max_gap=0,
                                 connection={"unit": 1}), shared)
         d2 = make_driver(device(client_end, many, name="b", max_gap=0,
                                 connection={"unit": 2}), shared)

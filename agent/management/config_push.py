@@ -58,6 +58,8 @@ class ConfigPusher:
         self.good: Site = agent.site
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        #: The pushed config on probation (its uplink not proven yet).
+        self._probation: Site | None = None
         self._reconnected = asyncio.Event()
         self._ours = False  # set while we call apply_site, to tell SIGHUP reloads apart
         agent.uplink.on_connect.append(self._on_connect)
@@ -66,7 +68,7 @@ class ConfigPusher:
     @property
     def pending(self) -> bool:
         """A pushed config is applied but has not proved its uplink yet."""
-        return self._watch is not None and not self._watch.done()
+        return self._probation is not None
 
     async def _on_connect(self) -> None:
         self._reconnected.set()
@@ -84,6 +86,7 @@ class ConfigPusher:
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
         self._watch = None
+        self._probation = None
 
     async def _apply(self, site: Site) -> dict[str, list[str]]:
         self._ours = True
@@ -137,6 +140,7 @@ class ConfigPusher:
             # The uplink will reconnect: answer while the old session still exists.
             after = min(site.config.management.rollback_after,
                         self.good.config.management.rollback_after)
+            self._probation = site
             await call.answer({"applied": True, "hash": site.hash, "uplink": "reconnecting",
                                "rollback_after_s": after, "previous_hash": self.good.hash})
             self._reconnected.clear()
@@ -151,8 +155,9 @@ class ConfigPusher:
         except TimeoutError:
             await self._rollback(site, after)
             return
-        self.good = site
         await asyncio.to_thread(save_last_good, self.agent.state_dir, site.text)
+        self.good = site
+        self._probation = None
         log.info("config %s confirmed: the uplink is up with it", site.hash)
 
     async def _rollback(self, bad: Site, after: float) -> None:
@@ -171,3 +176,4 @@ class ConfigPusher:
                     log.error("cannot restore %s: %s (running %s anyway)",
                               self.config_path, err.strerror, good.hash)
             await self._apply(good)
+            self._probation = None

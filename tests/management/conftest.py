@@ -69,7 +69,8 @@ class Running:
 async def running_agent(broker: Broker, tmp_path: Path, *,
                         devices: list[dict[str, Any]] | None = None,
                         management: dict[str, Any] | None = None,
-                        n_sims: int = 1) -> AsyncIterator[Running]:
+                        n_sims: int = 1, gateway: str = GATEWAY,
+                        mqtt: dict[str, Any] | None = None) -> AsyncIterator[Running]:
     async with contextlib.AsyncExitStack() as stack:
         if devices is None:
             devices = []
@@ -78,10 +79,11 @@ async def running_agent(broker: Broker, tmp_path: Path, *,
                 for d in sims:
                     d["name"] = f"{d['name']}-{i}" if n_sims > 1 else d["name"]
                 devices.extend(sims)
-        text = yaml.safe_dump(site_dict(broker.url, devices, management=management))
-        site_path = tmp_path / "site.yaml"
+        text = yaml.safe_dump(site_dict(broker.url, devices, management=management,
+                                        gateway=gateway, **(mqtt or {})))
+        site_path = tmp_path / f"{gateway}.yaml"
         site_path.write_text(text)
-        state = tmp_path / "state"
+        state = tmp_path / f"state-{gateway}"
         state.mkdir(exist_ok=True)
         site = parse_site(text, str(site_path))
         save_last_good(state, site.text)  # what run.py does for a valid file

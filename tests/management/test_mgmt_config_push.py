@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def data_by_device(col: Collector) -> tuple[dict[int, dict[str, Any]], dict[str,
 def max_gap_ms(stamps: list[int], start: int, end: int) -> int:
     window = [t for t in stamps if start <= t <= end]
     assert len(window) >= 2, f"too few samples in the window: {window}"
-    return max(b - a for a, b in zip(window, window[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(window))
 
 
 async def drained(gw: Running, col: Collector) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,8 @@ def test_canonical_form_is_the_specs() -> None:
     assert sign(req, KEY) == hmac.new(KEY, body, hashlib.sha256).hexdigest()
 
 
-def _signed(rid: str, ts: int, key: bytes = KEY, **extra: object) -> dict[str, object]:
-    req: dict[str, object] = {"id": rid, "args": {}, "ts": ts, **extra}
+def _signed(rid: str, ts: int, key: bytes = KEY, **extra: object) -> dict[str, Any]:
+    req: dict[str, Any] = {"id": rid, "args": {}, "ts": ts, **extra}
     req["sig"] = sign(req, key)
     return req
 
@@ -37,7 +38,7 @@ def test_guard_refusals() -> None:
     now = [1_000_000_000_000]
     guard = Guard(key=KEY, window_s=60, rate=100, clock_ms=lambda: now[0])
     guard.check_signature(_signed("ok-1", now[0]), "ping")
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"id": "n1", "args": {}}, "not signed"),
         (_signed("b1", now[0], key=b"other"), "bad signature"),
         ({**_signed("t1", now[0]), "args": {"level": "debug"}}, "bad signature"),  # tampered

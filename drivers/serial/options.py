@@ -170,6 +170,8 @@ class ParseRule(StrictModel):
 
 def _rules(value: Any) -> Any:
     # One rule is written as a mapping, several as a list of mappings.
+    if isinstance(value, str):
+        raise ValueError("write parse: {regex: '...'} (or a list of such rules)")
     return [value] if isinstance(value, dict) else value
 
 

@@ -156,6 +156,13 @@ def test_yaml_escapes_become_bytes() -> None:
      - name: a
        driver: serial
        connection: {port: /dev/ttyS0}
+       parse: '(?P<w>\\d+)'
+       tags: [{name: w, type: int}]
+     """, 7, "write parse: {regex:"),
+    ("""
+     - name: a
+       driver: serial
+       connection: {port: /dev/ttyS0}
        frame: {terminatr: "\\n"}
        parse: {regex: '(?P<w>\\d+)'}
        tags: [{name: w, type: int}]

@@ -315,27 +315,32 @@ prune_releases() {
 
 # Start (or restart) the service; a version that does not come up is rolled
 # back at once, so an upgrade never leaves a gateway without an agent.
-restart_service() {
+restart_service() {  # $1: the version to go back to if this one fails; $2: its previous
     if [ "$NO_START" = 1 ]; then say "not starting the service (--no-start)"; return; fi
     if ! have_systemd; then skip "systemctl enable/restart $UNIT_NAME"; return; fi
+    systemctl enable "$UNIT_NAME" >/dev/null
     if [ ! -f "$ETC/site.yaml" ]; then
-        systemctl enable "$UNIT_NAME" >/dev/null
         say "write $ETC/site.yaml (see site.yaml.example), then: systemctl start edge-agent"
         return
     fi
-    systemctl enable "$UNIT_NAME" >/dev/null
+    # Type=notify: this returns once the agent sent READY=1, or fails.
     if systemctl restart "$UNIT_NAME"; then
         say "service running: journalctl -u edge-agent -f"
         return
     fi
-    local prev
-    prev=$(previous_version || true)
-    if [ "$1" = may-roll-back ] && [ -n "$prev" ]; then
-        say "$UNIT_NAME failed to start; rolling back to $prev"
-        switch_to "$prev"
+    local back=${1:-} back_prev=${2:-} failed
+    failed=$(current_version || true)
+    if [ -n "$back" ] && [ "$back" != "$failed" ] && [ -f "$RELEASES/$back/.complete" ]; then
+        say "$UNIT_NAME failed to start with $failed; rolling back to $back"
+        # Restore both links as they were, so a later --rollback does not
+        # land on the version that just failed.
+        point "$OPT/current" "releases/$back"
+        if [ -n "$back_prev" ] && [ -d "$RELEASES/$back_prev" ]; then
+            point "$OPT/previous" "releases/$back_prev"
+        fi
         systemctl restart "$UNIT_NAME" || true
     fi
-    die "$UNIT_NAME did not start: journalctl -u edge-agent -n 50"
+    die "$UNIT_NAME did not start${failed:+ with $failed}: journalctl -u edge-agent -n 50"
 }
 
 # --- actions ----------------------------------------------------------------
@@ -357,14 +362,17 @@ do_install() {
     if [ "$cur" = "$VERSION" ] && [ "$FORCE" = 0 ] && [ -f "$RELEASES/$VERSION/.complete" ]; then
         say "edge-agent $VERSION is already installed"
         [ -L "$OPT/venv" ] || point "$OPT/venv" current
-        restart_service no-roll-back
+        restart_service
         return
     fi
     build_release
     check_config "$VERSION"
+    local prev
+    prev=$(previous_version || true)
     switch_to "$VERSION"
+    restart_service "$cur" "$prev"
+    # Only once the new version runs: a failed start restores the old links.
     prune_releases
-    restart_service may-roll-back
 }
 
 do_rollback() {
@@ -374,7 +382,7 @@ do_rollback() {
     [ -f "$RELEASES/$prev/.complete" ] || die "previous version $prev is missing or incomplete"
     check_config "$prev"
     switch_to "$prev"
-    restart_service no-roll-back
+    restart_service
 }
 
 do_uninstall() {

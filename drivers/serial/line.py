@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Protocol
 
 from agent.readings import now_ms
@@ -56,6 +57,7 @@ class SerialLine:
         self.active: LineUser | None = None
         self._last: LineUser | None = None
         self._bug_logged = False
+        self.key = connection.port  # the resolved path, set by attach()
         # Resolved when the port is open; devices joining meanwhile wait on it.
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -108,18 +110,30 @@ class SerialLine:
         self.port.write(data)
 
 
+def _line_key(port: str) -> str:
+    # /dev/serial/by-id/... and /dev/ttyUSB0 may name the same adapter.  A
+    # symlink lookup in /dev (devtmpfs) never waits on hardware, so doing it
+    # on the loop is fine.
+    return os.path.realpath(port)
+
+
+def _settings(connection: SerialConnection) -> dict[str, Any]:
+    return connection.model_dump(exclude={"port"})
+
+
 async def attach(
     shared: dict[str, Any], user: LineUser, connection: SerialConnection, frame: FrameConfig,
     *, shareable: bool,
 ) -> SerialLine:
     """Open the device's port, or join the line already open on it."""
     lines: dict[str, SerialLine] = shared.setdefault(_SHARED_KEY, {})
-    line = lines.get(connection.port)
+    key = _line_key(connection.port)
+    line = lines.get(key)
     if line is not None and not line.closed and line.users:
         if not (shareable and line.shareable):
             raise LineBusy(f"port {connection.port} is in use by device "
                            f"{line.users[0].name}; only poll-mode devices can share a port")
-        if line.connection != connection or line.frame != frame:
+        if _settings(line.connection) != _settings(connection) or line.frame != frame:
             raise LineBusy(f"port {connection.port} is shared with device {line.users[0].name}"
                            " but with other connection or frame settings; they must be equal")
         line.users.append(user)
@@ -130,14 +144,15 @@ async def attach(
             raise
         return line
     line = SerialLine(connection, frame, shareable)
-    lines[connection.port] = line
+    line.key = key
+    lines[key] = line
     line.users.append(user)
     try:
         await line.port.open()
     except BaseException as err:  # also cancellation: joiners must not wait for ever
         line.users.clear()
-        if lines.get(connection.port) is line:
-            del lines[connection.port]
+        if lines.get(key) is line:
+            del lines[key]
         failure = err if isinstance(err, PortClosed) else PortClosed(
             f"opening {connection.port} was interrupted")
         line.ready.set_exception(failure)
@@ -161,6 +176,6 @@ async def detach(shared: dict[str, Any], line: SerialLine, user: LineUser) -> No
     if line.users:
         return
     lines: dict[str, SerialLine] = shared.get(_SHARED_KEY, {})
-    if lines.get(line.connection.port) is line:
-        del lines[line.connection.port]
+    if lines.get(line.key) is line:
+        del lines[line.key]
     await line.port.close()

@@ -152,3 +152,16 @@ def test_check_warns_only_when_sharing_cannot_work() -> None:
     assert warnings(addressed("/dev/ttyUSB0", "01"), addressed("/dev/ttyUSB0", "02")) == []
     slow = addressed("/dev/ttyUSB0", "02", connection={"port": "/dev/ttyUSB0", "baudrate": 1200})
     assert "equal connection" in warnings(addressed("/dev/ttyUSB0", "01"), slow)[0]
+
+
+async def test_a_by_id_link_and_its_device_are_one_line(tmp_path: Path, peer: PtyPeer) -> None:
+    answer_by_address(peer)
+    via_link, via_device = drivers_on_one_bus(
+        tmp_path, addressed(peer.path, "01"), addressed(peer.slave_path, "02"))
+    await via_link.connect()
+    await via_device.connect()
+    assert via_link._line is via_device._line
+    a, b = await asyncio.gather(via_link.read(), via_device.read())
+    assert (a.values["temp"], b.values["temp"]) == (1.5, 2.5)
+    await via_link.close()
+    await via_device.close()

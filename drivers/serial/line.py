@@ -139,8 +139,9 @@ async def attach(
         line.users.append(user)
         try:
             await asyncio.shield(line.ready)  # the first device may still be opening it
-        except PortClosed:
-            line.users.remove(user)
+        except BaseException:  # failed or cancelled: we never joined
+            if user in line.users:
+                line.users.remove(user)
             raise
         return line
     line = SerialLine(connection, frame, shareable)

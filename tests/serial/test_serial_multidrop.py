@@ -165,3 +165,21 @@ async def test_a_by_id_link_and_its_device_are_one_line(tmp_path: Path, peer: Pt
     assert (a.values["temp"], b.values["temp"]) == (1.5, 2.5)
     await via_link.close()
     await via_device.close()
+
+
+async def test_devices_connecting_at_once_join_one_line(tmp_path: Path, peer: PtyPeer) -> None:
+    answer_by_address(peer)
+    one, two = drivers_on_one_bus(tmp_path, addressed(peer.path, "01"),
+                                  addressed(peer.path, "02"))
+    await asyncio.gather(one.connect(), two.connect())  # the second waits for the first's open
+    assert one._line is two._line
+    assert (await two.read()).values["temp"] == 2.5
+    await asyncio.gather(one.close(), two.close())
+
+
+async def test_joining_a_port_that_fails_to_open(tmp_path: Path) -> None:
+    missing = str(tmp_path / "ttyGONE")
+    one, two = drivers_on_one_bus(tmp_path, addressed(missing, "01"), addressed(missing, "02"))
+    results = await asyncio.gather(one.connect(), two.connect(), return_exceptions=True)
+    assert all(isinstance(r, DeviceUnavailable) and "No such file" in str(r) for r in results)
+    assert one.context.shared["lines"] == {}

@@ -21,6 +21,7 @@ registers come least significant first, as most "word swapped" devices do).
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,7 +169,9 @@ class _Group:
     #: 0: integers as they are; 4: float32 (7 digits); 8: float64.
     real: int
     #: (scale, offset) per tag, or None when no tag of the group is scaled.
-    linear: tuple[tuple[float, float], ...] | None
+    scales: tuple[float, ...] | None
+    #: offset per tag, or None when every offset is 0.
+    offsets: tuple[float, ...] | None
     #: float32 value -> the same rounded to 7 significant digits.
     memo: dict[float, float] = field(default_factory=dict)
 
@@ -217,10 +220,11 @@ class BlockDecoder:
                         fmt += f"{2 * (rel - cursor)}x"
                     fmt += _FORMAT[kind]
                     cursor = rel + tag.registers
-                scaled = any(t.scale != 1.0 or t.offset != 0.0 for _, _, t in lane)
+                tags = [t for _, _, t in lane]
                 self.groups.append(_Group(
-                    struct.Struct(fmt).unpack_from, swapped, tuple(t.name for _, _, t in lane),
-                    real, tuple((t.scale, t.offset) for _, _, t in lane) if scaled else None,
+                    struct.Struct(fmt).unpack_from, swapped, tuple(t.name for t in tags), real,
+                    tuple(t.scale for t in tags) if any(t.scale != 1 for t in tags) else None,
+                    tuple(t.offset for t in tags) if any(t.offset for t in tags) else None,
                 ))
         self.needs_swapped = any(g.swapped for g in self.groups) or any(
             d.swapped for d in self.slow
@@ -233,8 +237,10 @@ class BlockDecoder:
         for g in self.groups:
             raws: Any = g.unpack(sw if g.swapped else be, 0)
             if g.real:
-                if g.linear is not None:
-                    raws = [x * s + o for x, (s, o) in zip(raws, g.linear, strict=True)]
+                if g.scales is not None:
+                    raws = list(map(operator.mul, raws, g.scales))
+                if g.offsets is not None:
+                    raws = list(map(operator.add, raws, g.offsets))
                 if g.real == 4:
                     # float32 carries ~7 significant digits: 12.3, not 12.300000190734863.
                     # Formatting costs ~0.6 us a value; most values repeat from poll
@@ -242,7 +248,10 @@ class BlockDecoder:
                     memo = g.memo
                     if len(memo) > 4096:
                         memo.clear()
-                    raws = [memo[x] if x in memo else _short(memo, x) for x in raws]
+                    short = list(map(memo.get, raws))
+                    if None in short:
+                        short = [memo[x] if x in memo else _short(memo, x) for x in raws]
+                    raws = short
                 if not all(map(math.isfinite, raws)):
                     for name, x in zip(g.names, raws, strict=True):
                         if not math.isfinite(x):

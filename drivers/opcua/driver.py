@@ -19,6 +19,7 @@ from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from agent.driver import DeviceUnavailable, Driver, DriverContext, DriverError, Emit, WriteRefused
@@ -183,10 +184,16 @@ class OpcuaDriver(Driver):
             except Exception as err:
                 if is_connection_error(err) or not isinstance(err, UaStatusCodeError):
                     raise self._unavailable(err) from err
-                # A service fault for this call only (e.g. BadTooManyOperations).
+                # A service fault for this call only: its tags are bad this scan.
                 for name in chunk_names:
                     sample.values[name] = None
                     sample.bad[name] = status_name(err.code)
+                smaller = len(chunk_names) // 2
+                if err.code == StatusCodes.BadTooManyOperations and 0 < smaller < self._read_limit:
+                    # The server's real limit is below what it published.
+                    self._read_limit = smaller
+                    self._plan = self._build_plan(self.names)
+                    self.context.counters.count("read_limit_lowered")
                 continue
             for name, dv in zip(chunk_names, results, strict=True):
                 fill(sample, name, dv)

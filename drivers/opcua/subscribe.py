@@ -17,6 +17,8 @@ from typing import Any
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from agent.driver import Emit
 from agent.readings import Sample, now_ms
@@ -140,14 +142,22 @@ async def start_subscription(
     batcher.last_publish = time.monotonic()
     items = create_items(cfg, nodes)
     failed: dict[int, str] = {}
-    for start in range(0, len(items), per_call):
+    start = 0
+    while start < len(items):
         chunk = items[start:start + per_call]
         params = ua.CreateMonitoredItemsParameters()
         params.SubscriptionId = sub_id
         params.ItemsToCreate = chunk
         params.TimestampsToReturn = ua.TimestampsToReturn.Both
-        for item, res in zip(chunk, await client.uaclient.create_monitored_items(params),
-                             strict=True):
+        try:
+            results = await client.uaclient.create_monitored_items(params)
+        except UaStatusCodeError as err:
+            if err.code != StatusCodes.BadTooManyOperations or len(chunk) == 1:
+                raise
+            per_call = len(chunk) // 2  # the server's real limit is below what it published
+            continue
+        for item, res in zip(chunk, results, strict=True):
             if not res.StatusCode.is_good():
                 failed[item.RequestedParameters.ClientHandle] = res.StatusCode.name
+        start += len(chunk)
     return sub_id, failed

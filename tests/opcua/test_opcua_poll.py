@@ -187,3 +187,34 @@ async def test_writes_coerce_check_range_and_read_back(
     finally:
         await drv.close()
     assert (await sim.nodes["Setpoint"].read_value()) == 12
+
+
+async def test_a_stricter_real_limit_lowers_the_chunk_size(
+    sim: SimServer, context: Any, make_device: Any
+) -> None:
+    from asyncua.common.utils import ServiceError
+
+    service = sim.server.iserver.attribute_service
+    original = service.read
+    sizes: list[int] = []
+
+    def strict_read(params: Any, *args: Any) -> Any:  # a server that under-reports its limit
+        sizes.append(len(params.NodesToRead))
+        if len(params.NodesToRead) > 8:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        return original(params, *args)
+
+    names = [n for n in TYPES if n != "Status"]
+    drv = OpcuaDriver(make_device(sim.endpoint, tags(*names), mode="poll"), context)
+    await drv.connect()
+    service.read = strict_read
+    try:
+        first = await drv.read()
+        assert set(first.bad.values()) == {"BadTooManyOperations"}
+        scans = [await drv.read() for _ in range(2)]
+    finally:
+        service.read = original
+        await drv.close()
+    assert scans[-1].bad == {} and len(scans[-1].values) == 19
+    assert context.counters.driver["read_limit_lowered"] == 2  # 19 -> 9 -> 4
+    assert max(sizes[-5:]) <= 8

@@ -123,3 +123,29 @@ async def test_read_works_while_subscribed(
     async with Streamer(OpcuaDriver(cfg, context)) as st:
         await sim.set("B", 42, VT.Int32)
         assert (await st.driver.read(["b"])).values == {"b": 42}
+
+
+async def test_monitored_items_are_created_within_a_stricter_real_limit(
+    sim: SimServer, context: Any, make_device: Any, wait: Any
+) -> None:
+    from asyncua.common.utils import ServiceError
+
+    service = sim.server.iserver.subscription_service
+    original = service.create_monitored_items
+    sizes: list[int] = []
+
+    async def strict(params: Any, *args: Any) -> Any:  # a server that under-reports its limit
+        sizes.append(len(params.ItemsToCreate))
+        if len(params.ItemsToCreate) > 1:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        return await original(params, *args)
+
+    service.create_monitored_items = strict
+    cfg = make_device(sim.endpoint, tags("A", "B", "C"), mode="subscribe", interval="50ms")
+    try:
+        async with Streamer(OpcuaDriver(cfg, context)) as st:
+            await wait(lambda: {"a", "b", "c"} <= {k for s in st.samples for k in s.values},
+                       what="all three items")
+    finally:
+        service.create_monitored_items = original
+    assert sizes == [3, 1, 1, 1]

@@ -128,12 +128,14 @@ def test_node_forms() -> None:
             parse_node(bad)
 
 
-def test_plugin_and_check_do_not_import_asyncua(tmp_path: Path) -> None:
+def test_plugin_check_and_cli_do_not_import_asyncua(tmp_path: Path) -> None:
     (tmp_path / "site.yaml").write_text(site((DRIVER_DIR / "sample.yaml").read_text()))
     code = textwrap.dedent(f"""
         import os, sys
         os.environ["OPCUA_PASSWORD"] = "x"
         import drivers.opcua.plugin
+        from agent.cli import build_parser
+        build_parser()  # registers `browse` from drivers.opcua.browse_cli
         from agent.config.load import load_site
         load_site({str(tmp_path / "site.yaml")!r})
         print("before", "asyncua" in sys.modules)

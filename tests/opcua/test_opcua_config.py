@@ -149,3 +149,24 @@ def test_plugin_check_and_cli_do_not_import_asyncua(tmp_path: Path) -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["before", "False", "after", "True"]
+
+
+def test_check_warns_about_shared_sessions_and_sparse_publishing() -> None:
+    loaded = parse_site(site("""
+        - name: a
+          driver: opcua
+          connection: {endpoint: "opc.tcp://plc:4840"}
+          interval: 100ms
+          publishing_interval: 5s
+          tags: [{name: x, node: "i=1"}]
+        - name: b
+          driver: opcua
+          connection: {endpoint: "opc.tcp://plc:4840/"}
+          tags: [{name: x, node: "i=1"}]
+        """), "site.yaml")
+    assert loaded.warnings == (
+        "device a: publishing_interval is over 10x the sampling interval; set queue_size so "
+        "the samples in between are not dropped",
+        "devices a, b each open a session to opc.tcp://plc:4840; servers limit sessions, "
+        "consider one device with all tags",
+    )

@@ -176,11 +176,6 @@ class _Group:
     memo: dict[float, float] = field(default_factory=dict)
 
 
-def _short(memo: dict[float, float], x: float) -> float:
-    y = memo[x] = float("%.7g" % x)  # noqa: UP031 - the fastest spelling
-    return y
-
-
 class BlockDecoder:
     """Decodes every tag of one read request with as few Python steps as possible.
 
@@ -243,15 +238,18 @@ class BlockDecoder:
                     raws = list(map(operator.add, raws, g.offsets))
                 if g.real == 4:
                     # float32 carries ~7 significant digits: 12.3, not 12.300000190734863.
-                    # Formatting costs ~0.6 us a value; most values repeat from poll
-                    # to poll, so remember the last few thousand.
+                    # Formatting costs ~0.2-0.6 us a value; many values repeat from
+                    # poll to poll, so remember the last few thousand.
                     memo = g.memo
-                    if len(memo) > 4096:
-                        memo.clear()
-                    short = list(map(memo.get, raws))
-                    if None in short:
-                        short = [memo[x] if x in memo else _short(memo, x) for x in raws]
-                    raws = short
+                    known = list(map(memo.get, raws))
+                    if None in known:
+                        if len(memo) > 4096:
+                            memo.clear()
+                        fresh = [float("%.7g" % x) for x in raws]  # noqa: UP031 - fastest
+                        memo.update(zip(raws, fresh, strict=True))
+                        raws = fresh
+                    else:
+                        raws = known
                 if not all(map(math.isfinite, raws)):
                     for name, x in zip(g.names, raws, strict=True):
                         if not math.isfinite(x):

@@ -123,10 +123,15 @@ sys.path.insert(0, sys.argv[1])
 from drivers.modbus.simserver import SimServer
 async def main():
     sim = await SimServer.tcp({1: {"hr": [(0, 1000)]}})
-    for i in range(125):
-        sim.set_registers(1, "hr", i, [i * 3])
+    for i in range(62):  # realistic float32 (CDAB) values; the uint16 reads do not care
+        sim.set_value(1, "hr", 2 * i, ">f", 20.0 + i * 0.37, "CDAB")
     print(sim.port, flush=True)
-    await asyncio.Event().wait()
+    # HR500..624 change all the time: float32 there never repeats between reads.
+    import random
+    while True:
+        sim.set_registers(1, "hr", 500, [random.randrange(0x3F00, 0x4300) if i % 2 == 0
+                                         else random.randrange(65536) for i in range(125)])
+        await asyncio.sleep(0.001)
 asyncio.run(main())
 """
 
@@ -147,6 +152,9 @@ async def cpu_per_request(rounds: int, n: int) -> list[str]:
             "62 x float32 CDAB, scaled": [
                 {"name": f"f{i}", "address": f"HR{2 * i}", "type": "float32", "order": "CDAB",
                  "scale": 0.1} for i in range(62)],
+            "62 x float32, every value new": [
+                {"name": f"f{i}", "address": f"HR{500 + 2 * i}", "type": "float32"}
+                for i in range(62)],
             "1 x string(125)": [{"name": "s", "address": "HR0", "type": "string",
                                  "length": 125}],
         }

@@ -8,8 +8,10 @@ them, else to ``.../reply``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +95,18 @@ class Management:
         self.metrics = MetricsPublisher(agent)
         self._rate_refused = 0
         agent.on_reload.append(self._on_reload)
+        agent.uplink.on_connect.insert(0, self._no_delay)
+
+    async def _no_delay(self) -> None:
+        # Replies are small packets written right after our PUBACK of the
+        # command; with Nagle on, the reply waits for the broker's delayed ACK
+        # (40 ms on Linux).  Workaround from outside the uplink, which does not
+        # pass socket_options to aiomqtt (asked of the core: see the README).
+        paho = getattr(self.agent.uplink._client, "_client", None)
+        sock = paho.socket() if paho is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def _on_reload(self, site: Site) -> None:
         self.guard.reconfigure(**_guard_settings(site))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -59,6 +60,9 @@ class BrokerOptions:
             "protocol": aiomqtt.ProtocolVersion.V5,
             "tls_params": tls,
             "timeout": 10.0,
+            # Small request/reply packets: without this, Nagle holds the command
+            # back behind our own unacknowledged PUBACK (tens of ms per hop).
+            "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         }
 
 

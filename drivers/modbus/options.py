@@ -196,6 +196,8 @@ class ModbusTag(TagConfig):
                 raise ValueError("use either map or scale/offset, not both")
         if self.writable and addr.table in ("di", "ir"):
             raise ValueError("discrete inputs and input registers are read-only")
+        if self.writable and kind == "string" and (self.length or 0) > 123:
+            raise ValueError("a writable string has at most 123 registers (one FC16 write)")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from pathlib import Path
@@ -229,4 +230,27 @@ async def test_dead_unit_behind_a_gateway_does_not_cut_the_link() -> None:
     finally:
         await alive.close()
         await dead.close()
+        await sim.stop()
+
+
+async def test_rtu_inter_frame_silence(pty_pair: tuple[str, str]) -> None:
+    # At 1200 baud 8N1, 3.5 characters of silence are 29 ms between frames.
+    server_end, client_end = pty_pair
+    sim = await SimServer.serial(server_end, {1: LAYOUT}, baudrate=1200)
+    try:
+        tags = [{"name": f"r{a}", "address": f"HR{a}"} for a in (0, 40, 80)]
+        driver = make_driver(device(client_end, tags, max_gap=0,
+                                    connection={"baudrate": 1200, "timeout": "1s"}))
+        await driver.connect()
+        sent: list[float] = []
+        try:
+            driver.bus._client.ctx.trace_pdu = lambda sending, pdu: (
+                sending and sent.append(time.monotonic()), pdu
+            )[1]
+            sample = await driver.read()
+        finally:
+            await driver.close()
+        assert not sample.bad and len(sent) == 3
+        assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.028
+    finally:
         await sim.stop()

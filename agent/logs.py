@@ -49,6 +49,7 @@ __all__ = [
     "register_secrets_from",
     "set_level",
     "setup_logging",
+    "under_journald",
 ]
 
 REDACTED = "***"

@@ -34,6 +34,7 @@ FORCE=0
 SKIP_CHECK=0
 NO_START=0
 KEEP=3
+UNIT_CHANGED=0
 
 say() { printf 'edge-agent install: %s\n' "$*"; }
 die() { printf 'edge-agent install: error: %s\n' "$*" >&2; exit 1; }
@@ -237,7 +238,10 @@ ensure_dirs() {
 
 ensure_unit() {
     install -d -m 0755 "$(dirname "$UNIT_PATH")" "$(dirname "$MODULES_CONF")"
-    install -m 0644 "$HERE/$UNIT_NAME" "$UNIT_PATH"
+    if ! cmp -s "$HERE/$UNIT_NAME" "$UNIT_PATH"; then
+        UNIT_CHANGED=1
+        install -m 0644 "$HERE/$UNIT_NAME" "$UNIT_PATH"
+    fi
     # USB serial drivers loaded at boot, so DeviceAllow=char-ttyUSB/ttyACM
     # resolve when the agent starts even if the adapter is plugged in later.
     printf '# edge-agent: serial device classes must exist before it starts\nusbserial\ncdc_acm\n' \
@@ -315,7 +319,9 @@ prune_releases() {
 
 # Start (or restart) the service; a version that does not come up is rolled
 # back at once, so an upgrade never leaves a gateway without an agent.
-restart_service() {  # $1: the version to go back to if this one fails; $2: its previous
+# Arguments: the version to go back to if this one fails and its previous;
+# or "unchanged" (a re-run: start if stopped, restart only for a new unit).
+restart_service() {
     if [ "$NO_START" = 1 ]; then say "not starting the service (--no-start)"; return; fi
     if ! have_systemd; then skip "systemctl enable/restart $UNIT_NAME"; return; fi
     systemctl enable "$UNIT_NAME" >/dev/null
@@ -323,8 +329,14 @@ restart_service() {  # $1: the version to go back to if this one fails; $2: its 
         say "write $ETC/site.yaml (see site.yaml.example), then: systemctl start edge-agent"
         return
     fi
+    # A re-run that changed nothing leaves a running agent alone.
+    local verb=restart
+    if [ "${1:-}" = unchanged ]; then
+        shift
+        [ "$UNIT_CHANGED" = 1 ] || verb=start
+    fi
     # Type=notify: this returns once the agent sent READY=1, or fails.
-    if systemctl restart "$UNIT_NAME"; then
+    if systemctl "$verb" "$UNIT_NAME"; then
         say "service running: journalctl -u edge-agent -f"
         return
     fi
@@ -362,7 +374,7 @@ do_install() {
     if [ "$cur" = "$VERSION" ] && [ "$FORCE" = 0 ] && [ -f "$RELEASES/$VERSION/.complete" ]; then
         say "edge-agent $VERSION is already installed"
         [ -L "$OPT/venv" ] || point "$OPT/venv" current
-        restart_service
+        restart_service unchanged
         return
     fi
     build_release

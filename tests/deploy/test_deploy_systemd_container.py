@@ -214,6 +214,10 @@ def test_real_systemd(container: Container, simulator: list[dict[str, object]],
     c.sh("systemctl reload edge-agent")
     assert c.show("MainPID") == pid and "Reloaded edge-agent" in c.journal()
 
+    # Installing again changes nothing and leaves the running agent alone.
+    assert "already installed" in c.sh("/root/bundles/base/install.sh")
+    assert c.show("MainPID") == pid
+
     # A frozen agent sends no pings: systemd aborts it (stacks in the
     # journal, from faulthandler) and restarts it.
     c.sh(f"kill -STOP {pid}")

@@ -67,6 +67,7 @@ def check_buses(devices: Sequence[ModbusDevice]) -> list[str]:
                 )
         load = 0.0
         requests = 0
+        outage = probe = 0.0
         for dev in group:
             conn = dev.connection
             assert isinstance(conn, RtuConnection | AsciiConnection)
@@ -80,10 +81,24 @@ def check_buses(devices: Sequence[ModbusDevice]) -> list[str]:
                     f"{scan * 1000:.0f} ms ({len(blocks)} requests at {first.baudrate} baud), "
                     f"longer than its poll of {dev.poll * 1000:.0f} ms"
                 )
+            longest = max((request_seconds(first, b) - conn.pause for b in blocks), default=0.0)
+            if longest > conn.timeout:
+                lines.append(
+                    f"warning: modbus device {dev.name} on {port}: timeout "
+                    f"{conn.timeout * 1000:.0f} ms is shorter than its longest request takes "
+                    f"on the wire ({longest * 1000:.0f} ms at {first.baudrate} baud); every such "
+                    "read would time out"
+                )
+            # What a unit that stops answering costs the others: the first scan
+            # waits out every retry, later ones one timeout per probe.
+            outage = max(outage, conn.timeout * (conn.retries + 1))
+            probe = max(probe, conn.timeout)
         summary = (
             f"modbus bus {port} ({_settings(first)}): {len(group)} device(s), {requests} "
             f"request(s) per round, wire busy {load * 100:.0f}% at the configured polls "
-            f"(assuming {REACTION * 1000:.0f} ms device reaction)"
+            f"(assuming {REACTION * 1000:.0f} ms device reaction); a unit that stops "
+            f"answering holds the bus {outage * 1000:.0f} ms once, then {probe * 1000:.0f} ms "
+            "per probe (probes back off from 1 s)"
         )
         if load > 1.0:
             lines.append(

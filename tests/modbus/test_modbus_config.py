@@ -171,3 +171,20 @@ def test_feasibility_check_with_numbers() -> None:
     assert any("device d1" in w and "longer than its poll of 1000 ms" in w for w in warnings)
     mixed = parse_site(_bus_site("10s", 19200, 9600))
     assert any("d2 says RTU 9600" in w for w in mixed.warnings)
+
+
+def test_feasibility_warns_when_the_timeout_is_shorter_than_the_answer() -> None:
+    tags = ", ".join(f"{{name: r{i}, address: HR{i}}}" for i in range(125))
+    site = parse_site(HEAD + f"""devices:
+  - name: slow
+    driver: modbus
+    connection: {{transport: rtu, port: /dev/ttyS0, baudrate: 1200, timeout: 1s}}
+    poll: 1m
+    tags: [{tags}]
+""")
+    # 125 registers answer in 255 characters: 2.1 s at 1200 baud.
+    warning = next(w for w in site.warnings if "timeout" in w and w.startswith("warning: "))
+    assert "timeout 1000 ms is shorter than its longest request" in warning
+    assert "(2" in warning  # 2xxx ms
+    summary = next(w for w in site.warnings if w.startswith("modbus bus /dev/ttyS0"))
+    assert "holds the bus 2000 ms once, then 1000 ms per probe" in summary

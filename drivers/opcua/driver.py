@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from drivers.opcua.convert import fill, from_json, to_json
 from drivers.opcua.nodeid import UnknownNamespace, parse_node
 from drivers.opcua.options import OpcuaDevice
 from drivers.opcua.session import close_client, is_connection_error, open_client, status_name
-from drivers.opcua.subscribe import Batcher, start_subscription
+from drivers.opcua.subscribe import Batcher, add_items, start_subscription
 from drivers.opcua.types import variant_type
 
 __all__ = ["OpcuaDriver"]
@@ -38,6 +39,8 @@ _LIMIT_NODES = (
     _OBJ.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
     _OBJ.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
 )
+# How often tags of a namespace the server lacks are looked up again.
+NAMESPACE_RECHECK = 30.0
 # Used when the server does not publish its limits: small enough for any
 # server we know, large enough to keep scans at a few calls.
 _DEFAULT_LIMIT = 1000
@@ -66,6 +69,7 @@ class OpcuaDriver(Driver):
         self._read_limit = _DEFAULT_LIMIT
         self._items_limit = _DEFAULT_LIMIT
         self._plan: list[tuple[ua.ReadParameters, list[str]]] = []
+        self._recheck_at = 0.0
 
     # -- connection -----------------------------------------------------------
 
@@ -119,9 +123,29 @@ class OpcuaDriver(Driver):
             except UnknownNamespace as err:
                 self._nodes.append(None)
                 self._unresolved[i] = str(err)
+        self._recheck_at = time.monotonic() + NAMESPACE_RECHECK
         read_limit, items_limit = await self._limits(client)
         self._read_limit, self._items_limit = read_limit, items_limit
         self._plan = self._build_plan(self.names)
+
+    async def _resolve_late(self, client: Client) -> list[int]:
+        """Tags whose ``nsu=`` namespace the server has registered since the
+        connect (servers that load their project after opening the port)."""
+        if not self._unresolved or time.monotonic() < self._recheck_at:
+            return []
+        self._recheck_at = time.monotonic() + NAMESPACE_RECHECK
+        namespaces = await client.get_namespace_array()
+        found = []
+        for i in list(self._unresolved):
+            try:
+                self._nodes[i] = to_ua_node(self.cfg.tags[i].node, namespaces)
+            except UnknownNamespace:
+                continue
+            del self._unresolved[i]
+            found.append(i)
+        if found:
+            self._plan = self._build_plan(self.names)
+        return found
 
     async def _limits(self, client: Client) -> tuple[int, int]:
         params = ua.ReadParameters()
@@ -176,6 +200,10 @@ class OpcuaDriver(Driver):
         for name in names:
             if name not in self._index:
                 raise DriverError(f"device {self.cfg.name} has no tag {name!r}")
+        try:
+            await self._resolve_late(client)
+        except Exception as err:
+            raise self._unavailable(err) from err
         plan = self._plan if tags is None else self._build_plan(names)
         sample = Sample(ts=now_ms(), values={})
         for params, chunk_names in plan:
@@ -213,20 +241,24 @@ class OpcuaDriver(Driver):
         batcher = Batcher(self.names, emit, stale_after=math.inf)  # set from the server's answer
         nodes = [(i, n) for i, n in enumerate(self._nodes) if n is not None]
         try:
-            _, failed = await start_subscription(
+            sub_id, failed = await start_subscription(
                 client, self.cfg, nodes, batcher, self._items_limit)
         except Exception as err:
             raise self._unavailable(err) from err
         failed.update(self._unresolved)
-        if failed:
-            names = [self.names[i] for i in sorted(failed)]
-            emit([Sample(ts=now_ms(), values=dict.fromkeys(names),
-                         bad={self.names[i]: why for i, why in failed.items()})])
-            self.context.counters.count("items_failed", len(failed))
+        self._emit_failed(emit, failed)
         period = min(1.0, batcher.stale_after / 3, conn.keepalive)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), timeout=period)
+            try:
+                found = await self._resolve_late(client)
+                if found:
+                    late = [(i, n) for i in found if (n := self._nodes[i]) is not None]
+                    self._emit_failed(emit, await add_items(
+                        client, self.cfg, sub_id, late, self._items_limit))
+            except Exception as err:
+                raise self._unavailable(err) from err
             if batcher.failure is not None:
                 self._mark_lost(batcher.failure)
             elif batcher.stale():
@@ -234,6 +266,14 @@ class OpcuaDriver(Driver):
             if self._lost.is_set():
                 raise DeviceUnavailable(f"{conn.endpoint}: {self._lost_reason}",
                                         device=self.cfg.name, code="connection_lost")
+
+    def _emit_failed(self, emit: Emit, failed: dict[int, str]) -> None:
+        # Tags without a monitored item: one bad sample, as their only reading.
+        if failed:
+            names = [self.names[i] for i in sorted(failed)]
+            emit([Sample(ts=now_ms(), values=dict.fromkeys(names),
+                         bad={self.names[i]: why for i, why in failed.items()})])
+            self.context.counters.count("items_failed", len(failed))
 
     # -- write ----------------------------------------------------------------
 

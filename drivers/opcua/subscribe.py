@@ -25,7 +25,7 @@ from agent.readings import Sample, now_ms
 from drivers.opcua.convert import fill, ts_ms
 from drivers.opcua.options import OpcuaDevice
 
-__all__ = ["Batcher", "create_items", "start_subscription", "subscription_params"]
+__all__ = ["Batcher", "add_items", "create_items", "start_subscription", "subscription_params"]
 
 _DEADBAND = {"absolute": 1, "percent": 2}  # ua.DeadbandType values
 
@@ -140,6 +140,14 @@ async def start_subscription(
     keepalive = result.RevisedPublishingInterval * max(1, result.RevisedMaxKeepAliveCount) / 1000
     batcher.stale_after = 3 * keepalive + cfg.connection.timeout
     batcher.last_publish = time.monotonic()
+    return sub_id, await add_items(client, cfg, sub_id, nodes, per_call)
+
+
+async def add_items(
+    client: Client, cfg: OpcuaDevice, sub_id: int, nodes: Sequence[tuple[int, ua.NodeId]],
+    per_call: int,
+) -> dict[int, str]:
+    """Create monitored items in calls of at most ``per_call``; failed tags' statuses."""
     items = create_items(cfg, nodes)
     failed: dict[int, str] = {}
     start = 0
@@ -160,4 +168,4 @@ async def start_subscription(
             if not res.StatusCode.is_good():
                 failed[item.RequestedParameters.ClientHandle] = res.StatusCode.name
         start += len(chunk)
-    return sub_id, failed
+    return failed

@@ -214,3 +214,27 @@ async def test_subscription_lost_on_the_server_is_rebuilt(
     finally:
         await loop.stop()
         await sim.stop()
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_namespace_registered_after_connect_is_picked_up(
+    context: Any, make_device: Any, wait: Any, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # Some servers open their port before they have loaded their project.
+    import drivers.opcua.driver as driver_module
+
+    monkeypatch.setattr(driver_module, "NAMESPACE_RECHECK", 0.2)
+    sim = await start_server(variables={}, namespaces=("urn:vendor:other",))
+    cfg = make_device(sim.endpoint, [{"name": "a", "node": f"nsu={NS};s=A"}], mode=mode,
+                      interval="100ms")
+    loop = Loop(OpcuaDriver(cfg, context))
+    try:
+        await wait(lambda: any("a" in s.bad for s in loop.samples), what="the tag to be bad")
+        assert loop.samples[0].bad == {"a": f"namespace {NS} is not on the server"}
+        ns = await sim.server.register_namespace(NS)
+        await sim.server.nodes.objects.add_variable(ua.NodeId("A", ns), "A", 6.5)
+        await wait(lambda: loop.latest("a") == 6.5, what="the late namespace's value")
+    finally:
+        await loop.stop()
+        await sim.stop()
+    assert loop.connects == 1 and loop.errors == []

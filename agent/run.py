@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
 from agent.logs import register_secret, setup_logging
+from agent.management.files import on_probation
 
 __all__ = ["LAST_GOOD", "run_agent", "save_last_good"]
 
@@ -84,7 +85,9 @@ def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
     _register_secrets(site)
     if log_level is None:
         setup_logging(site.config.log_level, log_format)
-    if rejected is None:
+    if rejected is None and not on_probation(state_dir, site.hash):
+        # A pushed config still on probation is not known to be good yet:
+        # management resumes its rollback watch instead.
         save_last_good(state_dir, site.text)
 
     from agent.app import Agent

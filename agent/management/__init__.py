@@ -27,4 +27,5 @@ def attach_management(agent: Agent, *, config_path: Path | None) -> Management:
     mgmt = Management(agent, config_path)
     agent.uplink.subscribe(agent.uplink.topic("cmd/+"), mgmt.handle)
     agent.services.append(mgmt.metrics.run)
+    agent.services.append(mgmt.pusher.run)
     return mgmt

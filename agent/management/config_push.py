@@ -2,11 +2,15 @@
 
 The config that is known to work (it kept or brought the uplink up) is the
 *good* one, saved as ``last-good.yaml`` in the state directory.  A push
-whose broker, credentials or topics differ must prove itself: if the uplink
+whose broker, credentials or topics differ is on probation: if the uplink
 is not connected again within ``rollback_after`` (the smaller of the old and
 the new value, so a push cannot disable its own safety net) the good config
 is written back and applied, and ``state`` says why.  A push that leaves
 the uplink settings alone cannot lose the link and is good at once.
+
+Probation survives a restart (a marker file in the state directory): an
+agent restarted during probation does not promote the pushed file to
+last-good, and the watch starts again from the new start.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config.load import ConfigErrors, Site, parse_site
 from agent.logs import register_secret
-from agent.management.files import atomic_write
+from agent.management.files import atomic_write, clear_probation, read_probation, write_probation
 from agent.management.protocol import CommandError
-from agent.run import save_last_good
+from agent.run import LAST_GOOD, save_last_good
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -54,6 +58,7 @@ class ConfigPusher:
     def __init__(self, agent: Agent, config_path: Path | None) -> None:
         self.agent = agent
         self.config_path = config_path
+        self.state_dir = agent.state_dir
         #: The config known to keep the uplink up: what a rollback restores.
         self.good: Site = agent.site
         self._lock = asyncio.Lock()
@@ -77,16 +82,53 @@ class ConfigPusher:
         if self._ours:
             return
         # A SIGHUP reload of the site file (run.py saved it as last-good).
-        self._cancel_watch()
+        await self._end_probation()
         self.good = site
         self.agent.state_extra.pop("config_error", None)
         self.agent.state_extra.pop("rollback", None)
 
-    def _cancel_watch(self) -> None:
+    # -- the service: ties the rollback watch to the agent's lifetime ------
+    async def run(self, agent: Agent) -> None:
+        try:
+            await self._resume()
+            await asyncio.Event().wait()
+        finally:
+            # Stopping is not a verdict: the marker stays for the next start.
+            if self._watch is not None:
+                self._watch.cancel()
+
+    async def _resume(self) -> None:
+        marker = await asyncio.to_thread(read_probation, self.state_dir)
+        if marker is None:
+            return
+        site = self.agent.site
+        try:
+            if marker["hash"] != site.hash:
+                raise ValueError("the running config is not the one on probation")
+            text = (self.state_dir / LAST_GOOD).read_text(encoding="utf-8")
+            good = await asyncio.to_thread(parse_site, text, str(self.state_dir / LAST_GOOD))
+        except (ValueError, OSError, ConfigErrors) as err:
+            log.info("probation of config %s not resumed: %s", marker["hash"], err)
+            await asyncio.to_thread(clear_probation, self.state_dir)
+            return
+        if good.hash == site.hash:
+            await asyncio.to_thread(clear_probation, self.state_dir)
+            return
+        after = float(marker.get("rollback_after") or site.config.management.rollback_after)
+        log.warning("config %s was pushed and not proven before the restart: back to %s "
+                    "unless the uplink is up within %g s", site.hash, good.hash, after)
+        self.good = good
+        self._probation = site
+        self._watch = asyncio.create_task(self._watch_uplink(site, after),
+                                          name="config-rollback-watch")
+
+    async def _end_probation(self) -> None:
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
         self._watch = None
-        self._probation = None
+        if self._probation is not None:
+            self._probation = None
+            await asyncio.to_thread(clear_probation, self.state_dir)
 
     async def _apply(self, site: Site) -> dict[str, list[str]]:
         self._ours = True
@@ -95,7 +137,7 @@ class ConfigPusher:
         finally:
             self._ours = False
 
-    async def _reject(self, text: str, err: ConfigErrors) -> CommandError:
+    async def _reject(self, err: ConfigErrors) -> CommandError:
         lines = [p.format(None) for p in err.problems]
         self.agent.state_extra["config_error"] = (
             f"pushed config rejected at {_now_iso()}, still running {self.agent.site.hash}:\n"
@@ -105,16 +147,12 @@ class ConfigPusher:
                     len(lines), "\n".join(lines))
         return CommandError("\n".join(lines), problems=lines)
 
-    async def _persist(self, site: Site) -> None:
-        # Blocking fsyncs stay off the event loop: polling goes on meanwhile.
-        await asyncio.to_thread(save_last_good, self.agent.state_dir, self.good.text)
+    async def _write_site(self, text: str) -> None:
         if self.config_path is not None:
-            try:
-                await asyncio.to_thread(atomic_write, self.config_path, site.text)
-            except OSError as err:
-                raise CommandError(f"cannot write {self.config_path}: {err.strerror}; "
-                                   "nothing changed") from None
+            # Blocking fsyncs stay off the event loop: polling goes on meanwhile.
+            await asyncio.to_thread(atomic_write, self.config_path, text)
 
+    # -- the command -------------------------------------------------------
     async def apply(self, call: Call) -> Any:
         text = call.args.get("yaml")
         if not isinstance(text, str):
@@ -125,25 +163,30 @@ class ConfigPusher:
             site = await asyncio.to_thread(
                 parse_site, text, str(self.config_path) if self.config_path else None)
         except ConfigErrors as err:
-            raise await self._reject(text, err) from None
+            raise await self._reject(err) from None
         register_site_secrets(site)
         async with self._lock:
-            old = self.agent.site
-            if site.hash == old.hash and not self.pending:
+            if site.hash == self.agent.site.hash and not self.pending:
                 return {"applied": False, "unchanged": True, "hash": site.hash}
-            self._cancel_watch()
-            await self._persist(site)
+            await self._end_probation()
+            await asyncio.to_thread(save_last_good, self.state_dir, self.good.text)
+            try:
+                await self._write_site(site.text)
+            except OSError as err:
+                raise CommandError(f"cannot write {self.config_path}: {err.strerror}; "
+                                   "nothing changed") from None
             self.agent.state_extra.pop("config_error", None)
             self.agent.state_extra.pop("rollback", None)
             if _uplink_key(site) == _uplink_key(self.good):
                 changes = await self._apply(site)
                 self.good = site
-                await asyncio.to_thread(save_last_good, self.agent.state_dir, site.text)
+                await asyncio.to_thread(save_last_good, self.state_dir, site.text)
                 return {"applied": True, "hash": site.hash, "changes": changes}
-            # The uplink will reconnect: answer while the old session still exists.
             after = min(site.config.management.rollback_after,
                         self.good.config.management.rollback_after)
+            await asyncio.to_thread(write_probation, self.state_dir, site.hash, after)
             self._probation = site
+            # The uplink will reconnect: answer while the old session still exists.
             await call.answer({"applied": True, "hash": site.hash, "uplink": "reconnecting",
                                "rollback_after_s": after, "previous_hash": self.good.hash})
             self._reconnected.clear()
@@ -158,9 +201,10 @@ class ConfigPusher:
         except TimeoutError:
             await self._rollback(site, after)
             return
-        await asyncio.to_thread(save_last_good, self.agent.state_dir, site.text)
+        await asyncio.to_thread(save_last_good, self.state_dir, site.text)
         self.good = site
         self._probation = None
+        await asyncio.to_thread(clear_probation, self.state_dir)
         log.info("config %s confirmed: the uplink is up with it", site.hash)
 
     async def _rollback(self, bad: Site, after: float) -> None:
@@ -172,11 +216,11 @@ class ConfigPusher:
             log.error("%s", reason)
             self.agent.state_extra["rollback"] = {
                 "reason": reason, "from": bad.hash, "to": good.hash, "at": _now_iso()}
-            if self.config_path is not None:
-                try:
-                    await asyncio.to_thread(atomic_write, self.config_path, good.text)
-                except OSError as err:
-                    log.error("cannot restore %s: %s (running %s anyway)",
-                              self.config_path, err.strerror, good.hash)
+            try:
+                await self._write_site(good.text)
+            except OSError as err:
+                log.error("cannot restore %s: %s (running %s anyway)",
+                          self.config_path, err.strerror, good.hash)
             await self._apply(good)
             self._probation = None
+            await asyncio.to_thread(clear_probation, self.state_dir)

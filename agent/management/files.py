@@ -1,13 +1,17 @@
-"""Writing the site file so that a power cut leaves the old or the new one, never half."""
+"""Files of config push: the site file written so that a power cut leaves the old or
+the new one, never half; and the probation marker."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write"]
+__all__ = ["PROBATION", "atomic_write", "clear_probation", "on_probation", "read_probation",
+           "write_probation"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -37,3 +41,34 @@ def atomic_write(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+#: In the state directory while a pushed config has not proven its uplink
+#: yet; it survives a restart, so a crash during probation cannot promote the
+#: pushed config to last-good (run.py checks it at start).
+PROBATION = "config-probation.json"
+
+
+def write_probation(state_dir: Path, config_hash: str, rollback_after: float) -> None:
+    atomic_write(state_dir / PROBATION,
+                 json.dumps({"hash": config_hash, "rollback_after": rollback_after}))
+
+
+def read_probation(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((state_dir / PROBATION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("hash"), str):
+        return None
+    return marker
+
+
+def clear_probation(state_dir: Path) -> None:
+    (state_dir / PROBATION).unlink(missing_ok=True)
+
+
+def on_probation(state_dir: Path, config_hash: str) -> bool:
+    """True when the config with ``config_hash`` was pushed and is not proven yet."""
+    marker = read_probation(state_dir)
+    return marker is not None and marker["hash"] == config_hash

@@ -94,7 +94,8 @@ class Management:
         self.pusher = ConfigPusher(agent, config_path)
         self.metrics = MetricsPublisher(agent)
         self._rate_refused = 0
-        agent.on_reload.append(self._on_reload)
+        # First of all hooks: _follow_topic must run before anything awaits.
+        agent.on_reload.insert(0, self._on_reload)
         agent.uplink.on_connect.insert(0, self._no_delay)
 
     async def _no_delay(self) -> None:

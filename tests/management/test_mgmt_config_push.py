@@ -203,3 +203,40 @@ async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_p
         # Commands work again.
         assert (await rc.call("ping"))["ok"]
         assert json.loads(json.dumps(state))  # plain JSON for any consumer
+
+
+async def test_restart_during_probation_still_rolls_back(broker: Broker, tmp_path: Path) -> None:
+    import asyncio
+    import sys
+
+    from agent.management.files import PROBATION
+
+    async with Collector(broker, f"{BASE}/state", "state-watch-restart") as col:
+        async with running_agent(broker, tmp_path, devices=[]) as gw, gw.client() as rc:
+            site_path, state = gw.site_path, gw.agent.state_dir
+            good_text = site_path.read_text()
+            bad = yaml.safe_load(gw.site_text(devices=[]))
+            bad["uplink"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{free_port()}"
+            bad["management"]["rollback_after"] = "5s"
+            reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(bad)})
+            assert reply["ok"], reply
+            assert (state / PROBATION).exists()
+        # Stopped before the 5 s were up (a crash, a power cut, a `restart`).
+        assert site_path.read_text() == yaml.safe_dump(bad)
+        assert (state / LAST_GOOD).read_text() == good_text
+        assert (state / PROBATION).exists(), "stopping is not a verdict"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent.cli", "run", "-c", str(site_path), "--state-dir",
+            str(state), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            # The pushed file is loaded again and fails again: rolled back, and
+            # last-good was never overwritten with it.
+            await async_wait_until(lambda: any("rollback" in s and s["status"] == "online"
+                                               for s in payloads(col.messages, "/state")),
+                                   60, "the rollback after the restart")
+            assert site_path.read_text() == good_text
+            assert (state / LAST_GOOD).read_text() == good_text
+            assert not (state / PROBATION).exists()
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)

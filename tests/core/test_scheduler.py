@@ -72,7 +72,7 @@ async def test_ticks_are_wall_clock_aligned_and_overruns_skip(tmp_path: Path) ->
     out: list[tuple[str, list[Sample]]] = []
     sched = Scheduler(plugins={"clocked": PLUGIN}, state_dir=tmp_path,
                       sink=lambda d, s: out.append((d, s)))
-    await sched.apply([device("fast", 0.2), device("slow", 0.2)])
+    await sched.apply([device("fast", 0.5), device("slow", 0.2)])
     Clocked.instances["slow"].delay = 0.5  # 2.5 periods per read
     fast_counters = sched.runners["fast"].counters
     try:
@@ -83,11 +83,13 @@ async def test_ticks_are_wall_clock_aligned_and_overruns_skip(tmp_path: Path) ->
     fast = Clocked.instances["fast"]
     # Every read starts on a multiple of the period (no drift), give or take
     # the loop's wake-up latency on a busy machine.
-    phases = [(t % 0.2) for t in fast.starts]
-    assert sum(1 for p in phases if p < 0.05) >= 0.8 * len(phases), phases
+    # A loop that sleeps a period after each read would drift: its phases
+    # would spread over the whole period instead of bunching near 0.
+    phases = [(t % 0.5) for t in fast.starts]
+    assert sum(1 for p in phases if p < 0.1) >= 0.7 * len(phases), phases
     slow = Clocked.instances["slow"]
     assert slow.max_active == 1, "an overrunning device must not stack reads"
-    assert fast_counters.overruns <= 2
+    assert fast_counters.overruns <= 3, "the slow device must not hold up the fast one"
 
 
 async def test_down_device_yields_bad_samples_every_tick_and_backs_off(tmp_path: Path) -> None:

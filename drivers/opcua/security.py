@@ -136,7 +136,9 @@ def _check_pin(conn: OpcuaConnection, state: Path, shown: bytes, log: logging.Lo
             )
         return pinned
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(shown)
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(shown)
+    partial.replace(path)  # never a half-written pin after a power cut
     log.warning("trusting the certificate of %s on first use: SHA-256 %s (recorded in %s)",
                 conn.endpoint, fingerprint(shown), path)
     return shown
@@ -150,7 +152,15 @@ async def apply_security(client: Client, conn: OpcuaConnection, state_dir: Path,
     policy_name, mode_name = split_security(conn.security)
     policy, mode = _POLICIES[policy_name], _MODES[mode_name]
     state = state_dir / "opcua"
-    cert, key = await _own_certificate(state, client.application_uri, lock)
+    try:
+        cert, key = await _own_certificate(state, client.application_uri, lock)
+    except OSError as err:
+        raise DeviceUnavailable(f"cannot keep our OPC UA certificate in {state}: "
+                                f"{err.strerror or err}", code="state_dir") from None
     shown = await _presented(client, policy.URI, mode, conn.security)
-    pinned = _check_pin(conn, state, shown, log)
+    try:
+        pinned = _check_pin(conn, state, shown, log)
+    except OSError as err:
+        raise DeviceUnavailable(f"cannot record the server certificate in {state}: "
+                                f"{err.strerror or err}", code="state_dir") from None
     await client.set_security(policy, cert, key, server_certificate=pinned, mode=mode)

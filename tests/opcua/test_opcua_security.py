@@ -160,3 +160,22 @@ async def test_policy_the_server_does_not_offer(
     finally:
         await drv.close()
         await sim.stop()
+
+
+async def test_unwritable_state_dir_is_named(
+    secure: SimServer, make_device: Any, tmp_path: Path
+) -> None:
+    import logging
+
+    from agent.driver import DriverContext
+    from agent.metrics import DeviceCounters
+
+    locked = tmp_path / "not-a-directory"  # fails for root too, unlike permissions
+    locked.write_text("")
+    ctx = DriverContext(state_dir=locked, counters=DeviceCounters(), log=logging.getLogger("t"))
+    cfg = make_device(secure.endpoint, TAGS, mode="poll",
+                      **conn("Basic256Sha256_Sign", trust_on_first_use=True))
+    drv = OpcuaDriver(cfg, ctx)
+    with pytest.raises(DeviceUnavailable, match=f"cannot keep our OPC UA certificate in {locked}"):
+        await drv.connect()
+    await drv.close()

@@ -36,7 +36,7 @@ from asyncua import ua
 
 from agent.driver import WriteRefused
 
-__all__ = ["NonFinite", "fill", "from_json", "status_text", "to_json", "ts_ms"]
+__all__ = ["NonFinite", "fill", "from_json", "to_json", "ts_ms"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -67,10 +67,6 @@ def ts_ms(dt: datetime | None) -> int | None:
     if dt.tzinfo is None:  # asyncua gives aware UTC; a naive one is UTC too
         dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _MS
-
-
-def status_text(code: ua.StatusCode | None) -> str:
-    return "Good" if code is None else code.name
 
 
 def _float32(value: float) -> float:
@@ -166,7 +162,10 @@ def _to_datetime(value: Any, vtype: ua.VariantType) -> datetime:
             raise _refuse(value, vtype, "not an ISO 8601 date-time") from None
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return _EPOCH + timedelta(milliseconds=value)  # ms since the epoch, as sample ts
+        try:
+            return _EPOCH + timedelta(milliseconds=value)  # ms since the epoch, as sample ts
+        except (OverflowError, ValueError):
+            raise _refuse(value, vtype, "outside the years 1..9999") from None
     raise _refuse(value, vtype, "expected an ISO 8601 string or epoch milliseconds")
 
 

@@ -24,7 +24,8 @@ def test_float32_prints_as_the_plc_shows_it() -> None:
     assert f32(0.1) != 0.1
     assert to_json(f32(0.1), VT.Float) == 0.1
     assert to_json(f32(123.456), VT.Float) == 123.456
-    assert to_json(f32(1e-38), VT.Float) == f32(1e-38) or struct.pack("<f", 1e-38)
+    for odd in (1e-38, 3.4e38, -7.25e-3, 16777217.0):  # still the same float32 after printing
+        assert struct.pack("<f", to_json(f32(odd), VT.Float)) == struct.pack("<f", f32(odd))
     assert to_json(0.1 + 0.2, VT.Double) == 0.1 + 0.2  # doubles untouched
 
 
@@ -62,6 +63,7 @@ def test_write_coercion() -> None:
         (math.inf, VT.Double, "not finite"), (2, VT.Boolean, "expected true/false"),
         (5, VT.String, "expected a string"), ("%%", VT.ByteString, "not base64"),
         ("x", VT.ExtensionObject, "not supported"), ([1], VT.Int16, "single value"),
+        (1e20, VT.DateTime, "outside the years"), (math.nan, VT.DateTime, "outside the years"),
     ]:
         with pytest.raises(WriteRefused, match=why):
             from_json(value, vtype, False)

@@ -53,7 +53,7 @@ def index(tmp_path: Path, fake_wheel: Callable[..., Path]) -> tuple[Path, Path]:
     return agent, links
 
 
-def test_bundle_complete_for_host_reports_missing_other(tmp_path: Path, index: tuple[Path, Path]):
+def test_bundle_complete_for_host_reports_missing_other(tmp_path: Path, index: tuple[Path, Path]) -> None:
     agent, links = index
     out = tmp_path / "out"
     proc = build("--from", agent, "--find-links", links, "--out", out,
@@ -76,7 +76,7 @@ def test_bundle_complete_for_host_reports_missing_other(tmp_path: Path, index: t
 
 def test_bundle_installs_offline_from_its_own_directory(
     tmp_path: Path, index: tuple[Path, Path]
-):
+) -> None:
     agent, links = index
     out = tmp_path / "out"
     proc = build("--from", agent, "--find-links", links, "--out", out, "--arch", HOST)

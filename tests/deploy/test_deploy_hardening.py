@@ -58,7 +58,7 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
-def test_libraries_work_without_writable_executable_memory(tmp_path: Path):
+def test_libraries_work_without_writable_executable_memory(tmp_path: Path) -> None:
     if not _kernel_has_mdwe():
         pytest.skip(f"kernel {os.uname().release} has no PR_SET_MDWE (needs Linux 6.3+)")
     proc = subprocess.run(

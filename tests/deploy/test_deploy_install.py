@@ -54,7 +54,7 @@ def agent_version(root: Path) -> str:
                           timeout=60).stdout.strip()
 
 
-def test_install_upgrade_rollback_uninstall(tmp_path: Path, fake_wheel: FakeWheel):
+def test_install_upgrade_rollback_uninstall(tmp_path: Path, fake_wheel: FakeWheel) -> None:
     root = tmp_path / "root"
     opt = root / "opt/edge-agent"
     etc = root / "etc/edge-agent"
@@ -133,7 +133,7 @@ def test_install_upgrade_rollback_uninstall(tmp_path: Path, fake_wheel: FakeWhee
     assert not etc.exists() and not (root / "var/lib/edge-agent").exists()
 
 
-def test_rollback_without_previous_and_bad_options(tmp_path: Path, fake_wheel: FakeWheel):
+def test_rollback_without_previous_and_bad_options(tmp_path: Path, fake_wheel: FakeWheel) -> None:
     root = tmp_path / "root"
     assert "no previous version" in run("--root", root, "--rollback", ok=False).stderr
     assert "nothing installed to upgrade" in run(
@@ -143,7 +143,7 @@ def test_rollback_without_previous_and_bad_options(tmp_path: Path, fake_wheel: F
     assert "--purge only goes with --uninstall" in run("--root", root, "--purge", ok=False).stderr
 
 
-def test_bundle_for_another_target_is_refused(tmp_path: Path, fake_wheel: FakeWheel):
+def test_bundle_for_another_target_is_refused(tmp_path: Path, fake_wheel: FakeWheel) -> None:
     b = bundle(tmp_path, fake_wheel, "1.0.0")
     (b / "bundle.env").write_text("VERSION=1.0.0\nPYTHON_VERSION=3.9\nARCHES=aarch64\n")
     err = run("--root", tmp_path / "root", "--offline", b, ok=False).stderr

@@ -38,7 +38,7 @@ def _setup(fmt: str, level: str = "debug") -> io.StringIO:
     return out
 
 
-def test_text_line_shape():
+def test_text_line_shape() -> None:
     out = _setup("text")
     logging.getLogger("agent.scheduler").info("started %d devices", 3)
     logging.getLogger("drivers.modbus.driver").warning(
@@ -50,7 +50,7 @@ def test_text_line_shape():
     assert re.fullmatch(expected, lines[1])
 
 
-def test_json_lines_parse():
+def test_json_lines_parse() -> None:
     out = _setup("json")
     log = logging.getLogger("agent.uplink")
     log.info('connected to "broker"', extra={"device": None})
@@ -71,7 +71,7 @@ def test_json_lines_parse():
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_registered_secrets_never_appear(fmt: str):
+def test_registered_secrets_never_appear(fmt: str) -> None:
     secret = 'p@ss"w\\rd-91x'
     other = "s3cr3t-token-abc"
     logs.register_secret(secret)
@@ -99,7 +99,7 @@ def test_registered_secrets_never_appear(fmt: str):
             json.loads(line)
 
 
-def test_longer_secret_redacted_whole():
+def test_longer_secret_redacted_whole() -> None:
     logs.register_secret("abc")
     logs.register_secret("abcdef")
     out = _setup("text")
@@ -107,7 +107,7 @@ def test_longer_secret_redacted_whole():
     assert out.getvalue().rstrip().endswith("value ***")
 
 
-def test_set_level_and_noisy_libraries():
+def test_set_level_and_noisy_libraries() -> None:
     out = _setup("text", "info")
     logging.getLogger("agent.a").debug("hidden")
     logging.getLogger("asyncua.client").info("session chatter")
@@ -124,14 +124,14 @@ def test_set_level_and_noisy_libraries():
     assert "quiet again" not in text
 
 
-def test_bad_level_and_format():
+def test_bad_level_and_format() -> None:
     with pytest.raises(ValueError, match="unknown log level 'verbose'"):
         logs.set_level("verbose")
     with pytest.raises(ValueError, match="unknown log format"):
         logs.setup_logging("info", "xml", stream=io.StringIO())
 
 
-def test_setup_twice_does_not_duplicate():
+def test_setup_twice_does_not_duplicate() -> None:
     out = io.StringIO()
     logs.setup_logging("info", "text", stream=out)
     logs.setup_logging("info", "text", stream=out)
@@ -167,7 +167,7 @@ def _run_child(tmp_path: Path, journal_stream: str | None) -> list[str]:
     return err.read_text().splitlines()
 
 
-def test_under_journald_no_timestamp_and_priorities(tmp_path: Path):
+def test_under_journald_no_timestamp_and_priorities(tmp_path: Path) -> None:
     lines = _run_child(tmp_path, "match")
     assert lines[0] == "<4>WARNING uplink [press-1]: lost broker"
     assert lines[1] == "<3>ERROR uplink: boom"
@@ -176,7 +176,7 @@ def test_under_journald_no_timestamp_and_priorities(tmp_path: Path):
     assert lines[-1] == "<3>ZeroDivisionError: division by zero"
 
 
-def test_outside_journald_has_timestamps(tmp_path: Path):
+def test_outside_journald_has_timestamps(tmp_path: Path) -> None:
     # An inherited JOURNAL_STREAM for another stream does not count.
     for value in (None, "1:2"):
         lines = _run_child(tmp_path, value)
@@ -184,7 +184,7 @@ def test_outside_journald_has_timestamps(tmp_path: Path):
         assert not lines[1].startswith("<")
 
 
-def test_secrets_of_a_loaded_site_are_all_registered(monkeypatch: pytest.MonkeyPatch):
+def test_secrets_of_a_loaded_site_are_all_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the real loader: the MQTT password and a driver's own field."""
     from agent.config.load import Site, parse_site
 
@@ -213,7 +213,7 @@ def test_secrets_of_a_loaded_site_are_all_registered(monkeypatch: pytest.MonkeyP
     assert out.getvalue().rstrip().endswith("login *** / *** refused")
 
 
-def test_watchdog_abort_prints_stacks(tmp_path: Path):
+def test_watchdog_abort_prints_stacks(tmp_path: Path) -> None:
     """systemd's watchdog kills with SIGABRT: the journal gets every stack."""
     child = textwrap.dedent(
         """

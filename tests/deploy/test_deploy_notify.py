@@ -54,7 +54,7 @@ def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
     fake.sock.close()
 
 
-def test_ready_status_stopping_in_order(systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch):
+def test_ready_status_stopping_in_order(systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.address)
     n = Notifier.from_env()
     assert n.enabled
@@ -68,7 +68,7 @@ def test_ready_status_stopping_in_order(systemd: FakeSystemd, monkeypatch: pytes
     n.close()
 
 
-def test_reloading_carries_monotonic_usec(systemd: FakeSystemd):
+def test_reloading_carries_monotonic_usec(systemd: FakeSystemd) -> None:
     n = Notifier(systemd.address)
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     n.reloading()
@@ -79,7 +79,7 @@ def test_reloading_carries_monotonic_usec(systemd: FakeSystemd):
     n.close()
 
 
-def test_abstract_socket_address():
+def test_abstract_socket_address() -> None:
     name = f"@edge-agent-test-{uuid.uuid4().hex}"
     fake = FakeSystemd(name)
     try:
@@ -91,7 +91,7 @@ def test_abstract_socket_address():
         fake.sock.close()
 
 
-def test_noop_without_socket(monkeypatch: pytest.MonkeyPatch):
+def test_noop_without_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     n = Notifier.from_env()
     assert not n.enabled
@@ -99,14 +99,14 @@ def test_noop_without_socket(monkeypatch: pytest.MonkeyPatch):
     assert not n.watchdog()
 
 
-def test_send_failure_never_raises(tmp_path: Path):
+def test_send_failure_never_raises(tmp_path: Path) -> None:
     # systemd gone (socket path without a listener): the agent carries on.
     n = Notifier(str(tmp_path / "nobody.sock"))
     assert n.enabled
     assert not n.ready()
 
 
-def test_watchdog_env(monkeypatch: pytest.MonkeyPatch):
+def test_watchdog_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert watchdog_interval_from_env() == 30.0
@@ -119,14 +119,14 @@ def test_watchdog_env(monkeypatch: pytest.MonkeyPatch):
     assert watchdog_interval_from_env() is None
 
 
-async def test_watchdog_inactive_returns_at_once(systemd: FakeSystemd):
+async def test_watchdog_inactive_returns_at_once(systemd: FakeSystemd) -> None:
     wd = Watchdog(Notifier(systemd.address), None)
     assert not wd.active
     await asyncio.wait_for(wd.run(), 5)
     assert systemd.pending() == []
 
 
-def test_stale_heartbeat_withholds_ping_with_a_clock():
+def test_stale_heartbeat_withholds_ping_with_a_clock() -> None:
     """The decision itself, with a fake clock (time is the only fake)."""
     now = [100.0]
     sent: list[str] = []
@@ -157,7 +157,7 @@ def test_stale_heartbeat_withholds_ping_with_a_clock():
 
 async def test_watchdog_stops_when_a_loop_hangs(
     systemd: FakeSystemd, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     """Two real loops; one hangs: the pings stop and the log names it."""
     wd = Watchdog(Notifier(systemd.address), 0.2)  # ping every 0.1 s
     hang = asyncio.Event()

@@ -168,7 +168,7 @@ def _bundle(out: Path, version: str | None = None) -> Path:
 
 
 def test_real_systemd(container: Container, simulator: list[dict[str, object]],
-                      tmp_path: Path, fake_wheel: Callable[..., Path]):
+                      tmp_path: Path, fake_wheel: Callable[..., Path]) -> None:
     c = container
     base = _bundle(tmp_path)
     newer = _bundle(tmp_path, "99.0.0")

@@ -64,14 +64,14 @@ def _verify(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 @needs_analyze
-def test_unit_verifies_cleanly(tmp_path: Path):
+def test_unit_verifies_cleanly(tmp_path: Path) -> None:
     proc = _verify(_root(tmp_path, UNIT.read_text()))
     # systemd-analyze exits 0 even for keys it ignores: any output is a defect.
     assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stderr
 
 
 @needs_analyze
-def test_verify_catches_mistakes(tmp_path: Path):
+def test_verify_catches_mistakes(tmp_path: Path) -> None:
     """The check above can fail: a typo in a key produces output."""
     broken = UNIT.read_text().replace("Restart=always", "Restart=alwayz")
     proc = _verify(_root(tmp_path, broken))
@@ -79,7 +79,7 @@ def test_verify_catches_mistakes(tmp_path: Path):
 
 
 @needs_analyze
-def test_security_exposure_as_recorded(tmp_path: Path):
+def test_security_exposure_as_recorded(tmp_path: Path) -> None:
     assert ANALYZE is not None
     root = _root(tmp_path, UNIT.read_text())
     proc = subprocess.run(
@@ -96,7 +96,7 @@ def test_security_exposure_as_recorded(tmp_path: Path):
     assert f"exposure level {RECORDED_EXPOSURE}" in readme
 
 
-def test_unit_contract():
+def test_unit_contract() -> None:
     """What the agent and install.sh rely on, independent of systemd."""
     keys = _unit_keys(UNIT.read_text())
     single = {k: v[-1] for k, v in keys.items()}
@@ -127,7 +127,7 @@ def test_unit_contract():
     assert parser.sections() == ["Unit", "Service", "Install"]
 
 
-def test_example_site_loads_through_the_real_loader(monkeypatch: pytest.MonkeyPatch):
+def test_example_site_loads_through_the_real_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.config.load import parse_site
 
     monkeypatch.setenv("MQTT_PASSWORD", "example")

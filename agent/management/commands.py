@@ -70,7 +70,7 @@ async def ping(m: Management, call: Call) -> Any:
 async def status(m: Management, call: Call) -> Any:
     _only(call)
     agent = m.agent
-    health = collect(agent, m.metrics.cpu)
+    health = collect(agent, m.status_cpu)
     latest = {name: s.to_json_obj() for name, s in agent.latest.items()}
     return {
         **agent.state("online"),

@@ -21,12 +21,12 @@ from agent.readings import now_ms
 if TYPE_CHECKING:
     from agent.app import Agent
 
-__all__ = ["MetricsPublisher", "collect"]
+__all__ = ["CpuSampler", "MetricsPublisher", "collect"]
 
 log = logging.getLogger("agent.management.metrics")
 
 
-class _Cpu:
+class CpuSampler:
     """CPU seconds since start, and percent of one core since the previous call."""
 
     def __init__(self) -> None:
@@ -45,9 +45,9 @@ class _Cpu:
                 "percent": percent}
 
 
-def collect(agent: Agent, cpu: _Cpu | None = None) -> dict[str, Any]:
+def collect(agent: Agent, cpu: CpuSampler | None = None) -> dict[str, Any]:
     """One metrics payload (also the body of ``status``'s health part)."""
-    cpu = cpu or _Cpu()
+    cpu = cpu or CpuSampler()
     mem = cpu.proc.memory_info()
     return {
         "ts": now_ms(),
@@ -66,7 +66,7 @@ class MetricsPublisher:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.cpu = _Cpu()
+        self.cpu = CpuSampler()
         self.cpu.sample()  # the first percent is then measured from start-up
         self._kick = asyncio.Event()
         agent.uplink.on_connect.append(self._on_connect)

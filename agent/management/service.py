@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from agent.management.commands import COMMANDS
 from agent.management.config_push import ConfigPusher
-from agent.management.metrics import MetricsPublisher
+from agent.management.metrics import CpuSampler, MetricsPublisher
 from agent.management.protocol import (
     CommandError,
     Request,
@@ -93,6 +93,8 @@ class Management:
         self.guard = Guard(**_guard_settings(agent.site))
         self.pusher = ConfigPusher(agent, config_path)
         self.metrics = MetricsPublisher(agent)
+        # Its own CPU sampler: a `status` must not shorten the metrics' interval.
+        self.status_cpu = CpuSampler()
         self._rate_refused = 0
         # First of all hooks: _follow_topic must run before anything awaits.
         agent.on_reload.insert(0, self._on_reload)

@@ -240,3 +240,15 @@ async def test_restart_during_probation_still_rolls_back(broker: Broker, tmp_pat
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_new_gateway_id_moves_the_command_topic(broker: Broker, tmp_path: Path) -> None:
+    async with running_agent(broker, tmp_path, devices=[]) as gw, gw.client() as rc:
+        reply = await rc.call("config.apply", {"yaml": gw.site_text(devices=[], gateway="gw-9")})
+        assert reply["ok"], reply
+        await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
+        async with gw.client(gateway="gw-9") as moved:
+            pong = await moved.call("ping")
+            assert pong["ok"], pong
+            got = await moved.call("config.get")
+            assert "id: gw-9" in got["result"]["yaml"]

@@ -7,6 +7,7 @@ Three measurements, each against a baseline taken in the same run:
 2. client CPU per 125-register read through the driver (plan, bus, decode
    of every tag) against a bare pymodbus ``read_holding_registers`` loop;
    the server runs in a separate process so only client CPU is counted;
+   then the driver's own CPU per read against a stub client (no I/O);
 3. one dead unit on an RTU bus of five (pymodbus serial server on a socat
    pty pair): the live units' mean poll period with all five answering,
    then with one silent.

@@ -48,6 +48,8 @@ class Agent:
         self.notifier = notifier or Notifier.from_env()
         self.watchdog = Watchdog.from_env(self.notifier)
         self.latest: dict[str, Sample] = {}
+        #: Extra consumers of every batch of samples (the demo's live view).
+        self.observers: list[Callable[[str, list[Sample]], None]] = []
         self.state_extra: dict[str, Any] = {}
         self._stop = asyncio.Event()
         cfg = site.config
@@ -94,6 +96,8 @@ class Agent:
         self.buffer.add(device, samples)
         if samples:
             self.latest[device] = samples[-1]
+            for observe in self.observers:
+                observe(device, samples)
 
     # -- control -------------------------------------------------------
     def stop(self) -> None:
@@ -120,8 +124,8 @@ class Agent:
         for hook in self.on_reload:
             await hook(site)
         await self.uplink.publish_state()
-        log.info("config %s applied: %s", site.hash,
-                 {k: v for k, v in changes.items() if v} or "no device changed")
+        summary = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v)
+        log.info("config %s applied: %s", site.hash, summary or "no device changed")
         return changes
 
     async def run(self, reload: Callable[[], Site] | None = None) -> None:

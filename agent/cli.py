@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -19,14 +18,15 @@ from agent import __version__
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "/etc/edge-agent/site.yaml"
-DEFAULT_STATE = "/var/lib/edge-agent"
 COMMANDS_GROUP = "edge_agent.commands"
 
 log = logging.getLogger("agent.cli")
 
 
 def _state_dir(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
+    from agent.run import default_state_dir
+
+    return Path(arg) if arg else default_state_dir()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import sys
 import tempfile
 import time
@@ -19,11 +21,18 @@ from agent.driver import DeviceConfig, Driver, DriverContext, DriverError, Drive
 from agent.logs import setup_logging
 from agent.metrics import DeviceCounters
 from agent.registry import load_plugins
+from agent.run import default_state_dir
 from agent.writes import guarded_write
 
 __all__ = ["parse_value", "run_read", "run_write"]
 
 T = TypeVar("T")
+
+
+def adhoc_name(address: str) -> str:
+    """A tag name for an ad-hoc address (``nsu=urn:x;s=A.B`` -> ``nsu_urn_x_s_A.B``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+    return name if re.match(r"^[A-Za-z0-9]", name) else "a" + name
 
 
 def parse_value(text: str) -> Any:
@@ -62,7 +71,7 @@ def _with_adhoc_tags(device: DeviceConfig, plugin: DriverPlugin,
         raise LookupError(f"driver {plugin.name} does not support ad-hoc addresses")
     extra: list[TagConfig] = []
     for address in args.address:
-        raw: dict[str, Any] = {"name": address.replace("/", "_"), plugin.address_field: address}
+        raw: dict[str, Any] = {"name": adhoc_name(address), plugin.address_field: address}
         if args.type_:
             raw["type"] = args.type_
         if args.order:
@@ -86,7 +95,18 @@ async def _with_driver(device: DeviceConfig, plugin: DriverPlugin, state_dir: Pa
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edge-"))
+    """The agent's own state dir when usable: an OPC UA server then sees the
+    same client certificate (and trust-on-first-use records) as the service."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    default = default_state_dir()
+    if default.is_dir() and os.access(default, os.W_OK):
+        return default
+    tmp = Path(tempfile.mkdtemp(prefix="edge-"))
+    print(f"edge-agent: {default} is not writable; using {tmp} for driver state "
+          "(a secured OPC UA server may need to trust a new client certificate)",
+          file=sys.stderr)
+    return tmp
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -104,7 +124,7 @@ def run_read(args: argparse.Namespace) -> int:
         return _fail(err.render())
     except (LookupError, ValidationError) as err:
         return _fail(str(err))
-    names = list(args.tags) + [a.replace("/", "_") for a in args.address] or None
+    names = list(args.tags) + [adhoc_name(a) for a in args.address] or None
     unknown = [t for t in names or [] if device.find_tag(t) is None]
     if unknown:
         return _fail(f"device {device.name} has no tag(s) {', '.join(unknown)}")

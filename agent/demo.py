@@ -24,6 +24,7 @@ import yaml
 
 from agent.config.load import ConfigErrors, parse_site
 from agent.logs import setup_logging
+from agent.readings import Sample
 
 __all__ = ["run_demo"]
 
@@ -61,7 +62,20 @@ def _format_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def _view(agent: Any, started: float) -> str:
+class LastValues:
+    """Last value (or error) of every tag: push devices send only what changed."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, dict[str, tuple[Any, str | None]]] = {}
+
+    def __call__(self, device: str, samples: list[Sample]) -> None:
+        tags = self.tags.setdefault(device, {})
+        for sample in samples:
+            for tag, value in sample.values.items():
+                tags[tag] = (value, sample.bad.get(tag))
+
+
+def _view(agent: Any, started: float, last: LastValues) -> str:
     link = agent.uplink.counters
     stats = agent.buffer.stats
     lines = [
@@ -77,11 +91,9 @@ def _view(agent: Any, started: float) -> str:
         state = "up" if c.connected else f"DOWN ({c.last_error})"
         lines.append(f"  {name} [{runner.config.driver}] {state}  polls {c.polls}  "
                      f"errors {c.errors}")
-        sample = agent.latest.get(name)
-        if sample is not None:
-            for tag, value in sample.values.items():
-                mark = f"  BAD {sample.bad[tag]}" if tag in sample.bad else ""
-                lines.append(f"      {tag:<14} {_format_value(value)}{mark}")
+        for tag, (value, error) in last.tags.get(name, {}).items():
+            mark = f"  BAD {error}" if error else ""
+            lines.append(f"      {tag:<14} {_format_value(value)}{mark}")
     return "\n".join(lines)
 
 
@@ -103,13 +115,15 @@ async def _demo(duration: float | None, broker: str, workdir: Path) -> int:
             return 1
         print(f"demo: site file {workdir / 'site.yaml'}, state in {workdir / 'state'}")
         agent = Agent(site, workdir / "state")
+        last = LastValues()
+        agent.observers.append(last)
         run = asyncio.create_task(agent.run())
         started = time.monotonic()
         tty = sys.stdout.isatty()
         try:
             while not run.done():
                 await asyncio.wait({run}, timeout=1.0)
-                view = _view(agent, started)
+                view = _view(agent, started, last)
                 print(("\x1b[H\x1b[2J" if tty else "\n") + view, flush=True)
                 if duration is not None and time.monotonic() - started >= duration:
                     agent.stop()

@@ -11,14 +11,20 @@ import tempfile
 from pathlib import Path
 
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
-from agent.logs import register_secret, setup_logging
+from agent.logs import register_secrets_from, setup_logging
 from agent.management.files import on_probation
 
-__all__ = ["LAST_GOOD", "run_agent", "save_last_good"]
+__all__ = ["LAST_GOOD", "default_state_dir", "run_agent", "save_last_good"]
 
 log = logging.getLogger("agent.run")
 
 LAST_GOOD = "last-good.yaml"
+DEFAULT_STATE = "/var/lib/edge-agent"
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (set by systemd's StateDirectory=), else /var/lib/edge-agent."""
+    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
 
 
 def save_last_good(state_dir: Path, text: str) -> None:
@@ -54,12 +60,8 @@ def _load_with_fallback(config: Path, state_dir: Path) -> tuple[Site, str | None
 
 
 def _register_secrets(site: Site) -> None:
-    mqtt = site.config.uplink.mqtt
-    if mqtt.password is not None:
-        register_secret(mqtt.password.get_secret_value())
-    key = site.config.management.command_key
-    if key is not None:
-        register_secret(key.get_secret_value())
+    # Every resolved ${env:..}/${file:..} value and secret field, drivers' included.
+    register_secrets_from(site)
 
 
 def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",

@@ -38,7 +38,11 @@ HeartbeatFactory = Callable[[str, float], Callable[[], None]]
 
 # A connect that takes longer than this is treated as failed.
 CONNECT_TIMEOUT = 30.0
-RECONNECT_CAP = 60.0
+# Devices are local equipment: retrying often is cheap, and a machine that
+# comes back should be read again within seconds (OPC UA target: 5 s).
+# Protocols that share a bus protect it themselves (Modbus unit backoff).
+RECONNECT_FIRST = 0.5
+RECONNECT_CAP = 4.0
 
 
 def _error_text(err: BaseException) -> str:
@@ -67,7 +71,7 @@ class DeviceRunner:
         context = DriverContext(state_dir=state_dir, counters=self.counters, log=self.log,
                                 shared=shared)
         self.driver: Driver = plugin.factory(config, context)
-        self._backoff = Backoff(1.0, RECONNECT_CAP)
+        self._backoff = Backoff(RECONNECT_FIRST, RECONNECT_CAP)
         self._retry_at = 0.0
         self._down_since: float | None = None
         self._tags = config.tag_names()
@@ -109,7 +113,10 @@ class DeviceRunner:
             await self._close()
             return False
         self.counters.reconnects += 1
-        self._came_up()
+        # A poll device is "up" only once a read succeeds: a peer that accepts
+        # TCP and never answers must not flap down/up on every retry.
+        if self.driver.push:
+            self._came_up()
         return True
 
     async def _close(self) -> None:
@@ -128,15 +135,18 @@ class DeviceRunner:
         finally:
             await asyncio.shield(self._close())
 
-    async def _poll_once(self) -> None:
+    async def _poll_once(self) -> bool:
+        """One read; False when the link was lost (closed, to reconnect later)."""
         started = time.perf_counter()
         try:
             sample = await self.driver.read()
-        except Exception as err:
+        except Exception as err:  # any failure: bad readings and a reconnect, never a dead task
             self._went_down(err)
             self._emit_bad()
             await self._close()
-            return
+            return False
+        if not self.counters.connected:
+            self._came_up()
         latency = (time.perf_counter() - started) * 1000
         c = self.counters
         c.polls += 1
@@ -147,6 +157,7 @@ class DeviceRunner:
         if sample.bad:
             c.errors += 1
         self.sink(self.config.name, [sample])
+        return True
 
     async def _run_poll(self) -> None:
         period = self.config.poll
@@ -158,8 +169,7 @@ class DeviceRunner:
             if not connected and time.monotonic() >= self._retry_at:
                 connected = await self._connect()
             if connected:
-                await self._poll_once()
-                connected = self.counters.connected
+                connected = await self._poll_once()
             else:
                 self._emit_bad()
             next_tick += period
@@ -238,7 +248,9 @@ class Scheduler:
             # A poll loop beats every tick; allow generous slack for slow reads.
             # Push streams are not watched: a quiet subscription is not a hang
             # (their drivers detect dead sessions with protocol keepalives).
-            runner.heartbeat = self._heartbeat(f"device:{config.name}", max(30.0, 3 * config.poll + 30))
+            # Between two beats: a tick, plus at worst a connect attempt and a read.
+            stale_after = 3 * config.poll + CONNECT_TIMEOUT + 60
+            runner.heartbeat = self._heartbeat(f"device:{config.name}", stale_after)
         task = asyncio.create_task(runner.run(), name=f"device:{config.name}")
         task.add_done_callback(self._task_ended)
         self._running[config.name] = _Running(runner, task)

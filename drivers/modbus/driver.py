@@ -15,9 +15,28 @@ from drivers.modbus.planning import Block, Planner, TagSpec, make_block, split
 
 __all__ = ["ModbusDriver"]
 
-# pymodbus logs an error for every timeout and a warning for each deprecated
-# datastore it builds; we report outages ourselves, once (see bus.py).
-logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
+# pymodbus logs an error for every timeout, failed connect and stray answer;
+# the driver reports those itself, once per outage (see bus.py).  A filter,
+# not a level: an operator who sets the "pymodbus" logger to debug sees all.
+_HANDLED_BY_US = (
+    "No response received",
+    "Failed to connect",
+    "Not connected, trying to connect",
+    "received pdu without a corresponding request",
+    "request ask for id=",
+    "request ask for transaction_id=",
+)
+
+
+class _DropHandled(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger("pymodbus").getEffectiveLevel() <= logging.DEBUG:
+            return True
+        message = record.getMessage()
+        return not any(text in message for text in _HANDLED_BY_US)
+
+
+logging.getLogger("pymodbus.logging").addFilter(_DropHandled())
 
 #: Exception codes that mean "this range is not all readable": narrow it down.
 #: (Some devices say 3, illegal data value, for a count they do not accept.)

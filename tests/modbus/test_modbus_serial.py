@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from pathlib import Path
@@ -204,7 +205,9 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
         await sim.stop()
 
 
-async def test_dead_unit_behind_a_gateway_does_not_cut_the_link() -> None:
+async def test_dead_unit_behind_a_gateway_does_not_cut_the_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # pymodbus closes a TCP link after a few unanswered requests in a row; behind
     # an RTU-over-TCP converter that would cut off every other unit.
     sim = await SimServer.tcp({1: LAYOUT, 2: LAYOUT}, framer="rtu")
@@ -220,11 +223,16 @@ async def test_dead_unit_behind_a_gateway_does_not_cut_the_link() -> None:
         await alive.connect()
         await dead.connect()
         bus = alive.bus
-        for _ in range(6):
-            bus.unit(2).next_probe = 0.0  # probe now instead of after the backoff
-            with pytest.raises(NoAnswer):
-                await dead.read()
+        with caplog.at_level(logging.DEBUG, logger="drivers.modbus"):
+            for _ in range(6):
+                bus.unit(2).next_probe = 0.0  # probe now instead of after the backoff
+                with pytest.raises(NoAnswer):
+                    await dead.read()
         assert bus.connected
+        # Logged once per outage, by us; pymodbus's error per timeout is filtered.
+        errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.name for r in errors] == ["drivers.modbus"], caplog.text
+        assert "unit 2 not answering" in errors[0].getMessage()
         assert (await alive.read()).values["count"] == 100001
         assert dead.context.counters.driver["unit_down"] == 6
     finally:

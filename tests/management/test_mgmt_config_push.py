@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 import json
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,11 @@ async def test_uplink_change_that_connects_is_confirmed(broker: Broker, tmp_path
     async with running_agent(broker, tmp_path, devices=[]) as gw, gw.client() as rc:
         reconnects = gw.agent.uplink.counters.reconnects
         text = gw.site_text(keepalive="31s")
+        t0 = time.monotonic()
         reply = await rc.call("config.apply", {"yaml": text})
         assert reply["ok"] and reply["result"]["uplink"] == "reconnecting", reply
         await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
+        assert time.monotonic() - t0 < 8, "the reconnect with the new settings was held up"
         assert gw.agent.uplink.counters.reconnects == reconnects + 1
         assert (gw.agent.state_dir / LAST_GOOD).read_text() == text
         assert "rollback" not in gw.agent.state_extra
@@ -174,6 +177,7 @@ async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_p
         bad["uplink"]["mqtt"]["url"] = dead_url
         bad["management"]["rollback_after"] = "5s"
         bad_text = yaml.safe_dump(bad)
+        t0 = time.monotonic()
         reply = await rc.call("config.apply", {"yaml": bad_text})
         assert reply["ok"], reply
         assert reply["result"]["rollback_after_s"] == 5.0
@@ -183,6 +187,9 @@ async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_p
         assert (gw.agent.state_dir / LAST_GOOD).read_text() == good_text
         assert gw.agent.uplink.mqtt.url == dead_url
         await async_wait_until(lambda: "rollback" in gw.agent.state_extra, 30, "the rollback")
+        # On time: nothing in the apply path may stall the watch (an ending
+        # session's publish once did, for the client's 30 s timeout).
+        assert time.monotonic() - t0 < 5 + 4, f"rolled back after {time.monotonic() - t0:.1f} s"
         assert gw.agent.site.hash == good_hash
         assert gw.site_path.read_text() == good_text
         await async_wait_until(lambda: gw.agent.uplink.connected.is_set(), 30, "uplink back")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 import json
+import time
 from pathlib import Path
 from typing import Any
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,14 @@ async def wait_for(cond: Any, within: float = 20.0, what: str = "condition") -> 
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+def on_send(record: Callable[[Any], None]) -> Callable[[bool, Any], Any]:
+    """A pymodbus ``trace_pdu`` hook that reports every PDU the client sends."""
+
+    def trace(sending: bool, pdu: Any) -> Any:
+        if sending:
+            record(pdu)
+        return pdu
+
+    return trace

@@ -16,7 +16,7 @@ from agent.driver import DeviceUnavailable
 from drivers.modbus.bus import NoAnswer, UnitDown
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.simserver import SimServer
-from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, wait_for
+from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, on_send, wait_for
 
 TAGS: list[dict[str, Any]] = [
     {"name": "temp", "address": "HR10", "type": "float32", "order": "CDAB"},
@@ -189,9 +189,7 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
         assert d1.bus is d2.bus and len(shared) == 1
         order: list[int] = []
         client = d1.bus._client
-        client.ctx.trace_pdu = lambda sending, pdu: (
-            sending and order.append(pdu.dev_id), pdu
-        )[1]
+        client.ctx.trace_pdu = on_send(lambda pdu: order.append(pdu.dev_id))
         s1, s2 = await asyncio.gather(d1.read(), d2.read())
         assert not s1.bad and not s2.bad
         # Five requests each, taken in turns rather than one scan after the other.
@@ -252,9 +250,7 @@ async def test_rtu_inter_frame_silence(pty_pair: tuple[str, str]) -> None:
         await driver.connect()
         sent: list[float] = []
         try:
-            driver.bus._client.ctx.trace_pdu = lambda sending, pdu: (
-                sending and sent.append(time.monotonic()), pdu
-            )[1]
+            driver.bus._client.ctx.trace_pdu = on_send(lambda _: sent.append(time.monotonic()))
             sample = await driver.read()
         finally:
             await driver.close()

@@ -6,13 +6,14 @@ import asyncio
 import itertools
 import logging
 import time
+from typing import Any
 
 import pytest
 
 from agent.driver import DeviceUnavailable, DriverError, WriteRefused
 from agent.writes import guarded_write
 from drivers.modbus.simserver import SimServer
-from tests.modbus.helpers_modbus import LAYOUT, device, make_driver
+from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, on_send
 
 
 async def test_exception_response_marks_only_that_block(server: SimServer) -> None:
@@ -92,7 +93,7 @@ async def test_requests_per_scan_match_the_plan(server: SimServer) -> None:
 
 async def test_writes_guarded_and_read_back(server: SimServer) -> None:
     server.set_registers(1, "hr", 110, [0b0001])
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"name": "setpoint", "address": "HR200", "type": "int16", "writable": True,
          "min": 0, "max": 500},
         {"name": "raw16", "address": "HR201", "type": "int16", "writable": True},
@@ -150,7 +151,7 @@ async def test_fc15_fc16_when_write_functions_multiple(server: SimServer) -> Non
     await driver.connect()
     try:
         client = driver.bus._client
-        client.ctx.trace_pdu = lambda sending, pdu: (seen.append(pdu.function_code), pdu)[1]
+        client.ctx.trace_pdu = on_send(lambda pdu: seen.append(pdu.function_code))
         assert await driver.write("sp", 7) == 7
         assert await driver.write("c", True) is True
     finally:
@@ -228,9 +229,7 @@ async def test_pause_keeps_the_link_quiet_between_requests(server: SimServer) ->
     await driver.connect()
     try:
         client = driver.bus._client
-        client.ctx.trace_pdu = lambda sending, pdu: (
-            sending and sent.append(time.monotonic()), pdu
-        )[1]
+        client.ctx.trace_pdu = on_send(lambda _: sent.append(time.monotonic()))
         sample = await driver.read()
     finally:
         await driver.close()

@@ -60,7 +60,7 @@ async def test_bits_bools_scale_offset_map(server: SimServer) -> None:
     server.set_bit(1, "di", 7, True)
     server.set_registers(1, "hr", 20, [215, 0, 2, 7, 0xFFFF])
     server.set_registers(1, "ir", 3, [5000])
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"name": "b3", "address": "HR110.3"},
         {"name": "b15", "address": "HR110.15", "type": "bit"},
         {"name": "b4", "address": "HR110.4"},
@@ -92,7 +92,7 @@ async def test_nan_and_inf_are_bad_not_values(server: SimServer) -> None:
     server.set_value(1, "hr", 30, ">f", float("nan"))
     server.set_value(1, "hr", 32, ">d", float("inf"))
     server.set_value(1, "hr", 36, ">f", 1.5)
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"name": "nan", "address": "HR30", "type": "float32"},
         {"name": "inf", "address": "HR32", "type": "float64"},
         {"name": "ok", "address": "HR36", "type": "float32", "scale": 2},
@@ -111,7 +111,7 @@ async def test_nan_and_inf_are_bad_not_values(server: SimServer) -> None:
 async def test_string_trimmed_and_float32_not_noisy(server: SimServer) -> None:
     server.set_value(1, "hr", 40, ">8s", b"  AB  \x00\x00")
     server.set_value(1, "hr", 44, ">f", 12.3)
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"name": "s", "address": "HR40", "type": "string", "length": 4},
         {"name": "f", "address": "HR44", "type": "float32"},
     ]
@@ -130,7 +130,7 @@ async def test_modicon_and_one_based_addresses(server: SimServer) -> None:
     server.set_registers(1, "ir", 0, [33])
     server.set_bit(1, "co", 0, True)
     server.set_bit(1, "di", 1, True)
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"name": "hr0", "address": 40001},
         {"name": "hr10", "address": "400011"},
         {"name": "ir0", "address": "30001"},

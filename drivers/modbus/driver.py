@@ -118,12 +118,13 @@ class ModbusDriver(Driver):
             bad[name] = error
 
     async def _narrow(
-        self, block: Block, retries: int, values: dict[str, Any], bad: dict[str, str]
+        self, block: Block, refusal: ExceptionReply, retries: int,
+        values: dict[str, Any], bad: dict[str, str],
     ) -> list[Block]:
         """Split a block refused as a whole until only the refusing tags fail."""
         halves = split(block)
         if halves is None:
-            self._mark(block, "exception 2 (illegal data address)", values, bad)
+            self._mark(block, str(refusal), values, bad)
             return [block]
         self._counters.count("block_splits")
         out: list[Block] = []
@@ -132,7 +133,7 @@ class ModbusDriver(Driver):
                 reply = await self._request(half, retries)
             except ExceptionReply as err:
                 if err.exception_code in SPLIT_CODES:
-                    out.extend(await self._narrow(half, retries, values, bad))
+                    out.extend(await self._narrow(half, err, retries, values, bad))
                     continue
                 self._mark(half, str(err), values, bad)
             else:
@@ -176,7 +177,7 @@ class ModbusDriver(Driver):
                 except ExceptionReply as err:
                     self._counters.count(f"exception_{err.exception_code}")
                     if err.exception_code in SPLIT_CODES and len(block.specs) > 1:
-                        leaves = await self._narrow(block, retries, values, bad)
+                        leaves = await self._narrow(block, err, retries, values, bad)
                         self._learn(blocks, block, leaves,
                                     [n for n in block.names if n in bad])
                     else:

@@ -73,8 +73,7 @@ class SimServer:
         from pymodbus.server import ModbusTcpServer
 
         devices = [_sim_device(u, layout) for u, layout in units.items()]
-        self = cls.__new__(cls)
-        cls.__init__(self, None, framer)
+        self = cls(None, framer)
         self.server = ModbusTcpServer(
             devices, framer=FramerType(framer), address=("127.0.0.1", port),
             trace_packet=self._trace,
@@ -91,8 +90,7 @@ class SimServer:
         from pymodbus.server import ModbusSerialServer
 
         devices = [_sim_device(u, layout) for u, layout in units.items()]
-        self = cls.__new__(cls)
-        cls.__init__(self, None, framer)
+        self = cls(None, framer)
         self.server = ModbusSerialServer(
             devices, framer=FramerType(framer), port=port, baudrate=baudrate,
             trace_packet=self._trace,

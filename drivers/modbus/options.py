@@ -99,6 +99,13 @@ class SerialConnection(_LinkOptions):
 class RtuConnection(SerialConnection):
     transport: Literal["rtu"]
 
+    @field_validator("bytesize")
+    @classmethod
+    def _eight_bits(cls, value: int) -> int:
+        if value != 8:
+            raise ValueError("RTU frames are binary: bytesize must be 8 (7 is for ascii)")
+        return value
+
 
 class AsciiConnection(SerialConnection):
     transport: Literal["ascii"]

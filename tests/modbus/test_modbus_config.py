@@ -70,7 +70,7 @@ BAD = """devices:
     connection: {transport: serial, port: /dev/ttyUSB0}
   - name: d3
     driver: modbus
-    connection: {transport: rtu, port: /dev/ttyUSB0, parity: X, unit: 0}
+    connection: {transport: rtu, port: /dev/ttyUSB0, parity: X, unit: 0, bytesize: 7}
 """
 
 
@@ -95,6 +95,7 @@ def test_config_errors_have_lines_and_plain_messages() -> None:
         "rtu_over_tcp",
         "site.yaml:24: devices[2].connection.parity: ",
         "site.yaml:24: devices[2].connection.unit: a unit on a serial line is 1 to 247",
+        "site.yaml:24: devices[2].connection.bytesize: RTU frames are binary",
     ]
     for line in expected:
         assert line in text, f"missing {line!r} in\n{text}"

@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tags", nargs="*", help="tags to read (all when none)")
     p.add_argument("--address", action="append", default=[],
                    help="ad-hoc address not in the file (repeatable), e.g. HR100")
-    p.add_argument("--type", dest="type_", help="type of the ad-hoc addresses, e.g. float32")
-    p.add_argument("--order", help="word/byte order of the ad-hoc addresses, e.g. CDAB")
+    p.add_argument("--type", dest="type_", action="append", default=[],
+                   help="type of the ad-hoc address before it (or of all, given once), e.g. float32")
+    p.add_argument("--order", action="append", default=[],
+                   help="byte order of the ad-hoc address before it (or of all), e.g. CDAB")
     p.add_argument("--state-dir", help="where drivers keep state (certificates)")
     p.set_defaults(func=cmd_read)
 

@@ -60,6 +60,18 @@ def _site_and_device(args: argparse.Namespace) -> tuple[Site, DeviceConfig, Driv
     return site, device, plugin
 
 
+def _per_address(values: list[str], addresses: list[str], flag: str) -> list[str | None]:
+    """One value for all addresses, or one per address in the same order."""
+    if not values:
+        return [None] * len(addresses)
+    if len(values) == 1:
+        return [values[0]] * len(addresses)
+    if len(values) == len(addresses):
+        return [*values]
+    raise LookupError(f"give {flag} once for all addresses or once per --address "
+                      f"({len(addresses)}), not {len(values)} times")
+
+
 def _with_adhoc_tags(device: DeviceConfig, plugin: DriverPlugin,
                      args: argparse.Namespace) -> DeviceConfig:
     """The device plus tags for ``--address`` values, validated by the driver's tag model."""
@@ -70,12 +82,14 @@ def _with_adhoc_tags(device: DeviceConfig, plugin: DriverPlugin,
     if tag_model is None:
         raise LookupError(f"driver {plugin.name} does not support ad-hoc addresses")
     extra: list[TagConfig] = []
-    for address in args.address:
+    types = _per_address(args.type_, args.address, "--type")
+    orders = _per_address(args.order, args.address, "--order")
+    for address, type_, order in zip(args.address, types, orders, strict=True):
         raw: dict[str, Any] = {"name": adhoc_name(address), plugin.address_field: address}
-        if args.type_:
-            raw["type"] = args.type_
-        if args.order:
-            raw["order"] = args.order
+        if type_:
+            raw["type"] = type_
+        if order:
+            raw["order"] = order
         extra.append(tag_model.model_validate(raw))
     return device.model_copy(update={"tags": [*device.tags, *extra]})
 

@@ -117,6 +117,26 @@ def _message(err: Any, model: type[BaseModel], loc: Loc) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def _data_loc(data: Any, loc: Loc) -> Loc:
+    """``loc`` without the names pydantic inserts for union members.
+
+    A tagged union puts the chosen member's tag (``connection.tcp.host``) or
+    a validator label (``function-after[...]``) into the error path; neither
+    is a key the user wrote.  A part that is not a key of the data at that
+    point, with more parts after it, is such a name.
+    """
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        is_key = isinstance(node, dict) and part in node
+        is_index = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (is_key or is_index) and i < len(loc) - 1:
+            continue
+        out.append(part)
+        node = node[part] if (is_key or is_index) else None
+    return tuple(out)
+
+
 def _validate(
     model: type[BaseModel], data: Any, root: Any, prefix: Loc, problems: list[Problem]
 ) -> Any:
@@ -124,8 +144,7 @@ def _validate(
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            # Tagged unions put the tag in loc as e.g. 'function-after[...]'; skip those.
+            loc = _data_loc(data, tuple(err["loc"]))
             full = (*prefix, *loc)
             problems.append(
                 Problem(line_of(root, full), format_loc(full), _message(err, model, loc))

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from agent.config.types import ByteSize, Duration, Secret
+from agent.config.types import ByteSize, Duration, Secret, check_url
 from agent.driver import NAME_PATTERN, StrictModel
 
 __all__ = [
@@ -63,18 +63,7 @@ class MqttConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError("url must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ValueError("url has no host")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ValueError("url has an invalid port") from None
-        if parts.username or parts.password:
-            raise ValueError("put credentials in username/password, not in the url")
-        return url
+        return check_url(url, ("mqtt", "mqtts"))
 
     @property
     def host(self) -> str:

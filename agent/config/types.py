@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, PlainSerializer, SecretStr
 
-__all__ = ["ByteSize", "Duration", "Secret", "SecretText", "parse_duration", "parse_size"]
+__all__ = [
+    "ByteSize",
+    "Duration",
+    "Secret",
+    "SecretText",
+    "check_url",
+    "parse_duration",
+    "parse_size",
+]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -49,6 +58,22 @@ def parse_size(value: Any) -> Any:
         if match and match.group(2).lower() in _SIZE_UNITS:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
     raise ValueError(f"expected a size like 128KB, 512MB, 1GB, not {value!r}")
+
+
+def check_url(url: str, schemes: tuple[str, ...], what: str = "url") -> str:
+    """A ``scheme://host[:port]`` address without credentials in it, or ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ValueError(f"{what} must start with {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname:
+        raise ValueError(f"{what} has no host")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"{what} has an invalid port") from None
+    if parts.username or parts.password:
+        raise ValueError(f"put credentials in username/password, not in the {what}")
+    return url
 
 
 def _require_reference(value: Any) -> Any:

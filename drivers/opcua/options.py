@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.types import Duration, Secret
+from agent.config.types import Duration, Secret, check_url
 from agent.driver import DeviceConfig, StrictModel, TagConfig
 from drivers.opcua.nodeid import parse_node
 
@@ -73,18 +72,7 @@ class OpcuaConnection(StrictModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, endpoint: str) -> str:
-        parts = urlsplit(endpoint)
-        if parts.scheme != "opc.tcp":
-            raise ValueError("endpoint must start with opc.tcp://")
-        if not parts.hostname:
-            raise ValueError("endpoint has no host")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ValueError("endpoint has an invalid port") from None
-        if parts.username or parts.password:
-            raise ValueError("put credentials in username/password, not in the endpoint")
-        return endpoint
+        return check_url(endpoint, ("opc.tcp",), "endpoint")
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcuaConnection:

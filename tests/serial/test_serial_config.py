@@ -88,7 +88,7 @@ def test_yaml_escapes_become_bytes() -> None:
        parse:
          regex: '(?P<w>\\d+'
        tags: [{name: w, type: int}]
-     """, 7, "invalid regex"),
+     """, 8, "invalid regex"),
     ("""
      - name: a
        driver: serial

@@ -238,3 +238,19 @@ async def test_slow_device_read_does_not_block_ping(broker: Broker, tmp_path: Pa
             reply = await slow
             assert reply["ok"] is True, reply
             assert reply["result"]["samples"][0]["values"]["setpoint"] == 250
+
+
+async def test_replies_are_not_held_back_by_nagle(gateway: Running) -> None:
+    import socket
+
+    # Small replies right after a PUBACK: without TCP_NODELAY they wait for a
+    # delayed ACK (40 ms), close to the 50 ms ping budget on its own.
+    paho = gateway.agent.uplink._client._client  # type: ignore[union-attr]
+    sock = paho.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    async with gateway.client() as rc:
+        assert rc._client is not None
+        mine = rc._client._client.socket()
+        assert isinstance(mine, socket.socket)
+        assert mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -79,8 +79,8 @@ async def test_cli_config_push_shows_diff_and_errors(gateway: Running, broker: B
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(new))
     code, out, err = await remote(broker, "config", "push", str(bad))
-    assert code == 1
-    assert "+  poll: soon" in out
+    assert code == 1, (out, err)
+    assert "+  poll: soon" in out, (out, err)
     assert "devices[0].poll" in err and "buffer.max_sise" in err
     code, out, _ = await remote(broker, "config", "push", "--diff-only", str(bad))
     assert code == 0 and "+  poll: soon" in out

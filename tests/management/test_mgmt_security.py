@@ -91,7 +91,8 @@ def test_token_bucket() -> None:
     assert bucket.take() and not bucket.take()
 
 
-async def test_signed_commands_against_the_gateway(broker: Broker, tmp_path: Path) -> None:
+async def test_signed_commands_against_the_gateway(broker: Broker, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     keyfile = tmp_path / "command.key"
     keyfile.write_text(KEY.decode() + "\n")  # as `echo key > file` writes it
     management = {"command_key": f"${{file:{keyfile}}}", "command_window": "30s"}
@@ -120,6 +121,11 @@ async def test_signed_commands_against_the_gateway(broker: Broker, tmp_path: Pat
             reply = await wrong.call("status")
             assert reply["ok"] is False and "bad signature" in reply["error"]
         assert not gw.task.done()
+    # Every refusal is in the log, with its reason.
+    refusals = [r.getMessage() for r in caplog.records
+                if r.name == "agent.management" and "refused" in r.getMessage()]
+    for needle in ("replay", "signed for command 'ping'", "stale", "not signed", "bad signature"):
+        assert any(needle in line for line in refusals), (needle, refusals)
 
 
 async def test_rate_limit_refuses_with_a_reply(broker: Broker, tmp_path: Path) -> None:

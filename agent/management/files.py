@@ -18,8 +18,11 @@ def atomic_write(path: Path, text: str) -> None:
     """Temp file in the same directory, fsync, rename over ``path``, fsync the directory.
 
     The file keeps the permission bits of the one it replaces (a site file is
-    often 0640 because it names secret files).
+    often 0640 because it names secret files).  A symlink is followed and its
+    target replaced, so ``/etc/edge-agent/site.yaml`` may point into a
+    writable directory while /etc stays read-only.
     """
+    path = path.resolve()
     mode = None
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o7777

@@ -104,7 +104,7 @@ class Management:
         # Replies are small packets written right after our PUBACK of the
         # command; with Nagle on, the reply waits for the broker's delayed ACK
         # (40 ms on Linux).  Workaround from outside the uplink, which does not
-        # pass socket_options to aiomqtt (asked of the core: see the README).
+        # pass socket_options to aiomqtt yet (a core change asked for).
         paho = getattr(self.agent.uplink._client, "_client", None)
         sock = paho.socket() if paho is not None else None
         if isinstance(sock, socket.socket):

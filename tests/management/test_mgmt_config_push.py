@@ -259,3 +259,19 @@ async def test_new_gateway_id_moves_the_command_topic(broker: Broker, tmp_path: 
             assert pong["ok"], pong
             got = await moved.call("config.get")
             assert "id: gw-9" in got["result"]["yaml"]
+
+
+async def test_unwritable_site_file_changes_nothing(broker: Broker, tmp_path: Path) -> None:
+    async with running_agent(broker, tmp_path) as gw, gw.client() as rc:
+        before = gw.agent.site.hash
+        runner = gw.agent.scheduler.runners["sim-press"]
+        # A directory that is not there: unwritable even for root.
+        gw.mgmt.pusher.config_path = tmp_path / "gone" / "site.yaml"
+        new = yaml.safe_load(gw.site_text())
+        new["devices"][0]["poll"] = "300ms"
+        reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(new)})
+        assert reply["ok"] is False, reply
+        assert reply["error"].startswith(f"cannot write {tmp_path / 'gone' / 'site.yaml'}")
+        assert reply["error"].endswith("nothing changed")
+        assert gw.agent.site.hash == before
+        assert gw.agent.scheduler.runners["sim-press"] is runner

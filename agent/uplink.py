@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,9 +63,13 @@ class Uplink:
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
 
-    def subscribe(self, topic_filter: str, handler: Handler) -> None:
-        """Register before ``run()``; messages are handled concurrently."""
-        self._handlers.append((topic_filter, handler))
+    def subscribe(self, suffix: str, handler: Handler) -> None:
+        """Handle messages on ``{base}/{suffix}`` (a filter: ``cmd/+``).
+
+        Register before ``run()``; messages are handled concurrently.  The
+        filter follows the gateway's topic base when ``reconfigure()`` moves it.
+        """
+        self._handlers.append((suffix, handler))
 
     async def publish(
         self,
@@ -115,6 +120,9 @@ class Uplink:
             "keepalive": int(m.keepalive),
             "timeout": max(10.0, m.keepalive),
             "max_inflight_messages": m.max_inflight + 8,
+            # Replies and PUBACKs are small packets: without TCP_NODELAY each
+            # can wait for a delayed ACK (40 ms on Linux).
+            "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         }
 
     def reconfigure(self, mqtt: MqttConfig, gateway: GatewayConfig) -> None:
@@ -122,6 +130,9 @@ class Uplink:
         self.mqtt = mqtt
         self.gateway = gateway
         self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
+        # Publishes from now on must not go through the ending session: they
+        # would wait the whole client timeout for a PUBACK that never comes.
+        self._client = None
         if self._session_task is not None and not self._session_task.done():
             self._reconfiguring = True
             self._session_task.cancel()
@@ -179,8 +190,8 @@ class Uplink:
             await self._session(client)
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        for topic_filter, _ in self._handlers:
-            await client.subscribe(topic_filter, qos=1)
+        for suffix, _ in self._handlers:
+            await client.subscribe(self.topic(suffix), qos=1)
         await client.publish(self.topic("state"), json.dumps(self.state("online")),
                              qos=1, retain=True)
         self.connected.set()
@@ -195,8 +206,8 @@ class Uplink:
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            for topic_filter, handler in self._handlers:
-                if message.topic.matches(topic_filter):
+            for suffix, handler in self._handlers:
+                if message.topic.matches(self.topic(suffix)):
                     task = asyncio.create_task(self._handle(handler, message))
                     self._handler_tasks.add(task)
                     task.add_done_callback(self._handler_tasks.discard)

@@ -25,7 +25,7 @@ def attach_management(agent: Agent, *, config_path: Path | None) -> Management:
     from agent.management.service import Management
 
     mgmt = Management(agent, config_path)
-    agent.uplink.subscribe(agent.uplink.topic("cmd/+"), mgmt.handle)
+    agent.uplink.subscribe("cmd/+", mgmt.handle)
     agent.services.append(mgmt.metrics.run)
     agent.services.append(mgmt.pusher.run)
     return mgmt

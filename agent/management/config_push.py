@@ -131,13 +131,6 @@ class ConfigPusher:
             await asyncio.to_thread(clear_probation, self.state_dir)
 
     async def _apply(self, site: Site) -> dict[str, list[str]]:
-        if _uplink_key(site) != _uplink_key(self.agent.site):
-            # apply_site() ends the session, then publishes `state` through the
-            # client of that ending session; aiomqtt waits its whole timeout
-            # (30 s) for a PUBACK that never comes.  Forgetting the client
-            # first makes that publish a no-op; the new session publishes
-            # `state` itself.  (Workaround: Uplink.reconfigure() should do it.)
-            self.agent.uplink._client = None
         self._ours = True
         try:
             return await self.agent.apply_site(site)

@@ -8,10 +8,8 @@ them, else to ``.../reply``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,35 +94,10 @@ class Management:
         # Its own CPU sampler: a `status` must not shorten the metrics' interval.
         self.status_cpu = CpuSampler()
         self._rate_refused = 0
-        # First of all hooks: _follow_topic must run before anything awaits.
         agent.on_reload.insert(0, self._on_reload)
-        agent.uplink.on_connect.insert(0, self._no_delay)
-
-    async def _no_delay(self) -> None:
-        # Replies are small packets written right after our PUBACK of the
-        # command; with Nagle on, the reply waits for the broker's delayed ACK
-        # (40 ms on Linux).  Workaround from outside the uplink, which does not
-        # pass socket_options to aiomqtt yet (a core change asked for).
-        paho = getattr(self.agent.uplink._client, "_client", None)
-        sock = paho.socket() if paho is not None else None
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def _on_reload(self, site: Site) -> None:
         self.guard.reconfigure(**_guard_settings(site))
-        self._follow_topic()
-
-    def _follow_topic(self) -> None:
-        # A new gateway id, site or prefix moves our command topic.  The uplink
-        # keeps filters as registered, so ours is rewritten before the
-        # reconnect that apply_site started subscribes again.  (Workaround: the
-        # core has no API for this; it must run without awaiting first.)
-        wanted = self.agent.uplink.topic("cmd/+")
-        handlers = self.agent.uplink._handlers
-        for i, (_, handler) in enumerate(handlers):
-            if handler == self.handle:
-                handlers[i] = (wanted, handler)
 
     def _reply_route(self, message: aiomqtt.Message) -> tuple[str, bytes | None]:
         topic = self.agent.uplink.topic("reply")

@@ -236,6 +236,28 @@ ensure_dirs() {
     if [ "$HERE" != "$OPT" ]; then install -m 0755 "${BASH_SOURCE[0]}" "$OPT/install.sh"; fi
 }
 
+# Remote config pushes (config.apply) rewrite site.yaml, but the hardened
+# unit sees /etc read-only (ProtectSystem=strict). So the file lives in the
+# state directory, which the agent may write, and /etc/edge-agent/site.yaml
+# is a relative symlink to it: technicians still edit it where they expect.
+# A regular file found there (a first install, or a technician who replaced
+# the link) is moved into place; it is the config the agent runs.
+ensure_site_link() {
+    local link="$ETC/site.yaml" target="$STATE/site.yaml"
+    if [ -f "$link" ] && [ ! -L "$link" ]; then
+        if [ -f "$target" ]; then mv -f "$target" "$target.bak"; fi
+        mv "$link" "$target"
+        say "moved $link to $target (remote config pushes write it there)"
+    fi
+    if [ ! -L "$link" ]; then
+        ln -s ../../var/lib/edge-agent/site.yaml "$link"
+    fi
+    if [ -f "$target" ]; then
+        chmod 0640 "$target"
+        if live; then chown "$SERVICE_USER:$SERVICE_USER" "$target"; fi
+    fi
+}
+
 ensure_unit() {
     install -d -m 0755 "$(dirname "$UNIT_PATH")" "$(dirname "$MODULES_CONF")"
     if ! cmp -s "$HERE/$UNIT_NAME" "$UNIT_PATH"; then
@@ -370,6 +392,7 @@ do_install() {
     fi
     ensure_user
     ensure_dirs
+    ensure_site_link
     ensure_unit
     if [ "$cur" = "$VERSION" ] && [ "$FORCE" = 0 ] && [ -f "$RELEASES/$VERSION/.complete" ]; then
         say "edge-agent $VERSION is already installed"

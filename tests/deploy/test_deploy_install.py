@@ -86,6 +86,17 @@ def test_install_upgrade_rollback_uninstall(tmp_path: Path, fake_wheel: FakeWhee
     assert marker.stat().st_mtime_ns == built_at
     assert (etc / "site.yaml").read_text().startswith("gateway: {id: gw-1")
     assert (etc / "environment").read_text() == "MQTT_PASSWORD=secret\n"
+    # The site file lives in the state dir (writable by remote config pushes
+    # under ProtectSystem=strict); /etc keeps a relative link to it.
+    state_site = root / "var/lib/edge-agent/site.yaml"
+    assert (etc / "site.yaml").is_symlink()
+    assert state_site.read_text().startswith("gateway: {id: gw-1")
+    # A technician who replaces the link with a file: that file is moved in.
+    (etc / "site.yaml").unlink()
+    (etc / "site.yaml").write_text("gateway: {id: gw-1, site: s}\n# reject-by-3.0.0\n# edited\n")
+    run("--root", root, "--offline", bundle(tmp_path, fake_wheel, "1.0.0"))
+    assert (etc / "site.yaml").is_symlink() and "# edited" in state_site.read_text()
+    assert not (root / "var/lib/edge-agent/site.yaml.bak").read_text().endswith("# edited\n")
 
     # 3. A newer version needs --upgrade: a plain install never switches.
     b2 = bundle(tmp_path, fake_wheel, "2.0.0")

@@ -173,7 +173,10 @@ class Agent:
                                       retain=True)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=10) if tasks else (set(), set())
+            for task in stuck:
+                # Never hang a stop (systemd would kill us mid-commit); say who.
+                log.error("task %s did not stop within 10 s", task.get_name())
             await self.buffer.close()
             log.info("stopped; %d batches kept in the buffer", self.buffer.stats.batches)
 

@@ -11,6 +11,7 @@ drains, and each stream stays in ``seq`` order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -58,6 +59,7 @@ class Uplink:
         self.heartbeat: Callable[[], None] = lambda: None
         self._session_task: asyncio.Task[None] | None = None
         self._reconfiguring = False
+        self._wake = asyncio.Event()
         self._session_ok = False
 
     def topic(self, suffix: str) -> str:
@@ -136,6 +138,8 @@ class Uplink:
         if self._session_task is not None and not self._session_task.done():
             self._reconfiguring = True
             self._session_task.cancel()
+        else:
+            self._wake.set()  # waiting out a backoff: try the new settings now
 
     async def run(self) -> None:
         """Connect, send, reconnect with backoff; forever (until cancelled)."""
@@ -149,14 +153,20 @@ class Uplink:
                 await self._session_task
                 raise aiomqtt.MqttError("session ended")
             except asyncio.CancelledError:
-                if not self._reconfiguring:
+                # Only the session was cancelled (reconfigure) if we ourselves
+                # are not being cancelled: a stop must never be swallowed.
+                me = asyncio.current_task()
+                if not self._reconfiguring or (me is not None and me.cancelling()):
                     raise
                 self._reconfiguring = False
                 log.info("uplink: reconnecting with new settings to %s:%d",
                          self.mqtt.host, self.mqtt.port)
                 backoff = Backoff(1.0, self.mqtt.reconnect_max)
                 continue
-            except Exception as err:
+            except Exception as err:  # the link is retried, never given up
+                # A reconfigure racing a session that failed on its own: the
+                # new settings are already in place for the next attempt.
+                self._reconfiguring = False
                 if self._session_ok:  # it was up: a new outage starts
                     backoff.reset()
                     failing = False
@@ -176,9 +186,14 @@ class Uplink:
             delay = backoff.next()
             # The heartbeat keeps beating while we wait: a broker outage is not a hang.
             deadline = asyncio.get_running_loop().time() + delay
+            self._wake.clear()
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 self.heartbeat()
-                await asyncio.sleep(min(left, 1.0))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(left, 1.0))
+                if self._wake.is_set():
+                    backoff = Backoff(1.0, self.mqtt.reconnect_max)
+                    break
 
     async def _connect_and_serve(self) -> None:
         async with aiomqtt.Client(**self._client_args()) as client:

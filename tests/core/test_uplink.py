@@ -77,3 +77,34 @@ async def test_broker_restart_mid_stream_delivers_everything_in_order(
             assert ordered == sorted(ordered), f"{dev} out of order"
         states = [json.loads(p) for t, p, _ in col.messages if t.endswith("/state")]
         assert states and states[-1]["status"] == "online"
+
+
+async def test_reconfigure_is_immediate_and_never_swallows_a_stop(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    buffer = Buffer(tmp_path / "b.sqlite", max_size=2**20, max_age=86400,
+                    max_message=128 * 1024, commit_interval=0.05)
+    await buffer.open()
+    dead = MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}", reconnect_max=60)
+    gateway = GatewayConfig(id="gw1", site="s1")
+    uplink = Uplink(mqtt=dead, gateway=gateway, buffer=buffer, state=state)
+    task = asyncio.create_task(uplink.run())
+    try:
+        # Four refusals: the next attempt is 4-8 s away.
+        await async_wait_until(lambda: uplink.counters.errors >= 4, 30, "refusals")
+        t0 = asyncio.get_running_loop().time()
+        uplink.reconfigure(MqttConfig(url=broker.url), gateway)
+        await async_wait_until(lambda: uplink.counters.connected, 30, "the new broker")
+        assert asyncio.get_running_loop().time() - t0 < 3, "waited out the old backoff"
+        # Switch to a dead broker and stop at once: the stop must win.
+        uplink.reconfigure(dead, gateway)
+        await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, "the uplink swallowed its cancellation"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await buffer.close()

@@ -185,7 +185,8 @@ async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_p
         # Applied and written, last-good kept.
         assert gw.site_path.read_text() == bad_text
         assert (gw.agent.state_dir / LAST_GOOD).read_text() == good_text
-        assert gw.agent.uplink.mqtt.url == dead_url
+        # The reply goes out before the uplink switches (it would be lost after).
+        await async_wait_until(lambda: gw.agent.uplink.mqtt.url == dead_url, 30, "the switch")
         await async_wait_until(lambda: "rollback" in gw.agent.state_extra, 30, "the rollback")
         # On time: nothing in the apply path may stall the watch (an ending
         # session's publish once did, for the client's 30 s timeout).

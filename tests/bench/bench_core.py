@@ -20,7 +20,6 @@ import json
 import logging
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aiomqtt  # noqa: E402
+import aiomqtt
 
-from agent.buffer import Buffer  # noqa: E402
-from agent.config.model import GatewayConfig, MqttConfig  # noqa: E402
-from agent.readings import Sample  # noqa: E402
-from agent.uplink import Uplink  # noqa: E402
-from tests.conftest import Broker  # noqa: E402
+from agent.buffer import Buffer
+from agent.config.model import GatewayConfig, MqttConfig
+from agent.readings import Sample
+from agent.uplink import Uplink
+from tests.conftest import Broker
 
 TAGS = 20
 SAMPLES = 25_000  # 500k readings per round

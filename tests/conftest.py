@@ -6,6 +6,7 @@ The machine's own broker on port 1883 is never touched.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +55,14 @@ async def async_wait_until(cond: Callable[[], object], timeout: float = 30.0,
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def fast(devices: list[dict[str, Any]], poll: str = "200ms") -> list[dict[str, Any]]:
+    """Copies of simulator device entries polled faster, for quicker tests."""
+    out = copy.deepcopy(devices)
+    for d in out:
+        d["poll"] = poll
+    return out
 
 
 class Broker:

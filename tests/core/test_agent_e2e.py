@@ -20,7 +20,7 @@ import yaml
 from agent.app import Agent
 from agent.config.load import parse_site
 from drivers.modbus.simulator import simulate
-from tests.conftest import Broker, Collector, async_wait_until
+from tests.conftest import Broker, Collector, async_wait_until, fast
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,13 +32,6 @@ def site_text(url: str, devices: list[dict[str, Any]], **buffer: Any) -> str:
         "buffer": {"commit_interval": "200ms", **buffer},
         "devices": devices,
     })
-
-
-def fast(devices: list[dict[str, Any]], poll: str = "200ms") -> list[dict[str, Any]]:
-    out = copy.deepcopy(devices)
-    for d in out:
-        d["poll"] = poll
-    return out
 
 
 def start_agent(site: Path, state: Path) -> subprocess.Popen[bytes]:

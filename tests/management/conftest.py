@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from agent.management.service import Management
 from agent.remote.client import BrokerOptions, RemoteClient
 from agent.run import save_last_good
 from drivers.modbus.simulator import simulate
-from tests.conftest import Broker, async_wait_until
+from tests.conftest import Broker, async_wait_until, fast
 
 SITE = "lab"
 GATEWAY = "gw-1"
@@ -37,13 +36,6 @@ def site_dict(url: str, devices: list[dict[str, Any]], *, gateway: str = GATEWAY
         "management": {"metrics_interval": "1s", **(management or {})},
         "devices": devices,
     }
-
-
-def fast(devices: list[dict[str, Any]], poll: str = "200ms") -> list[dict[str, Any]]:
-    out = copy.deepcopy(devices)
-    for d in out:
-        d["poll"] = poll
-    return out
 
 
 @dataclass

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,25 +11,13 @@ import pytest
 
 from agent.driver import DriverContext
 from agent.metrics import DeviceCounters
+from tests.conftest import async_wait_until
 
 NS = "urn:edge-agent:demo"
 
 
-async def wait_for(
-    cond: Callable[[], object],
-    timeout: float = 20.0,
-    what: str = "it",
-) -> None:
-    """Poll a condition (no fixed sleeps); generous timeout for a noisy machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = cond()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+# The shared condition wait, under the name these tests use.
+wait_for = async_wait_until
 
 
 def device(endpoint: str, tags: list[dict[str, Any]], **extra: Any) -> Any:

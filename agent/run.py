@@ -7,12 +7,11 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
 from agent.logs import register_secrets_from, setup_logging
-from agent.management.files import on_probation
+from agent.management.files import atomic_write, on_probation
 
 __all__ = ["LAST_GOOD", "default_state_dir", "run_agent", "save_last_good"]
 
@@ -28,18 +27,8 @@ def default_state_dir() -> Path:
 
 
 def save_last_good(state_dir: Path, text: str) -> None:
-    """Atomically keep ``text`` as the config to fall back to."""
-    target = state_dir / LAST_GOOD
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".last-good-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Keep ``text`` as the config to fall back to (atomically, fsynced)."""
+    atomic_write(state_dir / LAST_GOOD, text)
 
 
 def _load_with_fallback(config: Path, state_dir: Path) -> tuple[Site, str | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,15 +20,6 @@ __all__ = ["SECURITY_CHOICES", "OpcuaConnection", "OpcuaDevice", "OpcuaTag", "sp
 # Policy and message mode in one word, as the SPEC writes it.  The policy
 # names follow the OPC UA profile names; the table maps them to asyncua's
 # class-name suffixes (see security.py).
-SECURITY_CHOICES = (
-    "None",
-    "Basic256Sha256_Sign",
-    "Basic256Sha256_SignAndEncrypt",
-    "Aes128_Sha256_RsaOaep_Sign",
-    "Aes128_Sha256_RsaOaep_SignAndEncrypt",
-    "Aes256_Sha256_RsaPss_Sign",
-    "Aes256_Sha256_RsaPss_SignAndEncrypt",
-)
 Security = Literal[
     "None",
     "Basic256Sha256_Sign",
@@ -38,6 +29,7 @@ Security = Literal[
     "Aes256_Sha256_RsaPss_Sign",
     "Aes256_Sha256_RsaPss_SignAndEncrypt",
 ]
+SECURITY_CHOICES: tuple[str, ...] = get_args(Security)
 
 
 def split_security(security: str) -> tuple[str, str]:

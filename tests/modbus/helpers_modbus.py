@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.driver import DriverContext
 from agent.metrics import DeviceCounters
+from agent.readings import Sample
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.options import ModbusDevice
 
@@ -43,6 +44,16 @@ def make_driver(cfg: ModbusDevice, shared: dict[str, Any] | None = None) -> Modb
         log=logging.getLogger(f"test.{cfg.name}"), shared={} if shared is None else shared,
     )
     return ModbusDriver(cfg, ctx)
+
+
+async def read_once(port: int | str, tags: list[dict[str, Any]]) -> Sample:
+    """Connect a driver for ``tags``, read them once, close."""
+    driver = make_driver(device(port, tags))
+    await driver.connect()
+    try:
+        return await driver.read()
+    finally:
+        await driver.close()
 
 
 async def wait_for(cond: Any, within: float = 20.0, what: str = "condition") -> None:

@@ -13,18 +13,13 @@ import pytest
 from agent.driver import DeviceUnavailable, DriverError, WriteRefused
 from agent.writes import guarded_write
 from drivers.modbus.simserver import SimServer
-from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, on_send
+from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, on_send, read_once
 
 
 async def test_exception_response_marks_only_that_block(server: SimServer) -> None:
     server.set_registers(1, "hr", 5, [42])
     tags = [{"name": "ok", "address": "HR5"}, {"name": "nowhere", "address": "HR150"}]
-    driver = make_driver(device(server.port, tags))
-    await driver.connect()
-    try:
-        sample = await driver.read()
-    finally:
-        await driver.close()
+    sample = await read_once(server.port, tags)
     assert sample.values == {"ok": 42, "nowhere": None}
     assert sample.bad == {"nowhere": "exception 2 (illegal data address)"}
 

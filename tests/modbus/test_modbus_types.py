@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from drivers.modbus.simserver import SimServer
-from tests.modbus.helpers_modbus import device, make_driver
+from tests.modbus.helpers_modbus import device, make_driver, read_once
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 # type, struct format, value, registers: values chosen so that every byte differs.
@@ -74,12 +74,7 @@ async def test_bits_bools_scale_offset_map(server: SimServer) -> None:
         {"name": "neg", "address": "HR24", "type": "int16", "scale": 0.5},
         {"name": "freq", "address": "IR3", "scale": 0.01},
     ]
-    driver = make_driver(device(server.port, tags))
-    await driver.connect()
-    try:
-        sample = await driver.read()
-    finally:
-        await driver.close()
+    sample = await read_once(server.port, tags)
     assert sample.values == {
         "b3": True, "b15": True, "b4": False, "coil5": True, "coil6": False, "di7": True,
         "reg_bool": True, "temp": 20.0, "state": "running", "state_unknown": None,
@@ -97,12 +92,7 @@ async def test_nan_and_inf_are_bad_not_values(server: SimServer) -> None:
         {"name": "inf", "address": "HR32", "type": "float64"},
         {"name": "ok", "address": "HR36", "type": "float32", "scale": 2},
     ]
-    driver = make_driver(device(server.port, tags))
-    await driver.connect()
-    try:
-        sample = await driver.read()
-    finally:
-        await driver.close()
+    sample = await read_once(server.port, tags)
     assert sample.values == {"nan": None, "inf": None, "ok": 3.0}
     assert set(sample.bad) == {"nan", "inf"}
     assert "NaN/Inf" in sample.bad["nan"]
@@ -115,12 +105,7 @@ async def test_string_trimmed_and_float32_not_noisy(server: SimServer) -> None:
         {"name": "s", "address": "HR40", "type": "string", "length": 4},
         {"name": "f", "address": "HR44", "type": "float32"},
     ]
-    driver = make_driver(device(server.port, tags))
-    await driver.connect()
-    try:
-        sample = await driver.read()
-    finally:
-        await driver.close()
+    sample = await read_once(server.port, tags)
     assert sample.values == {"s": "AB", "f": 12.3}
 
 

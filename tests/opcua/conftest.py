@@ -11,9 +11,25 @@ import pytest
 
 from agent.driver import DriverContext
 from agent.metrics import DeviceCounters
+from agent.readings import Sample
 from tests.conftest import async_wait_until
 
 NS = "urn:edge-agent:demo"
+
+
+class SampleLog:
+    """Keeps what a driver emits; ``latest(tag)`` is the newest value of a tag."""
+
+    samples: list[Sample]
+
+    def emit(self, samples: list[Sample]) -> None:
+        self.samples.extend(samples)
+
+    def latest(self, tag: str) -> Any:
+        for s in reversed(self.samples):
+            if tag in s.values:
+                return s.values[tag]
+        return "<none>"
 
 
 # The shared condition wait, under the name these tests use.

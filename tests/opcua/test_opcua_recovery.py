@@ -20,12 +20,13 @@ from agent.driver import DeviceUnavailable
 from agent.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import free_port, start_server
+from tests.opcua.conftest import SampleLog
 
 NS = "urn:edge-agent:demo"
 VT = ua.VariantType
 
 
-class Loop:
+class Loop(SampleLog):
     """A scheduler-like loop: reconnect with capped jittered backoff."""
 
     def __init__(self, driver: OpcuaDriver) -> None:
@@ -35,15 +36,6 @@ class Loop:
         self.connects = 0
         self.backoff = Backoff(0.2, 1.0)
         self.task = asyncio.create_task(self._run())
-
-    def emit(self, samples: list[Sample]) -> None:
-        self.samples.extend(samples)
-
-    def latest(self, tag: str) -> Any:
-        for s in reversed(self.samples):
-            if tag in s.values:
-                return s.values[tag]
-        return "<none>"
 
     async def _run(self) -> None:
         while True:

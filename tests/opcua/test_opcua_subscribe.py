@@ -15,6 +15,7 @@ from asyncua import ua
 from agent.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import SimServer, start_server
+from tests.opcua.conftest import SampleLog
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 NS = "urn:edge-agent:demo"
@@ -30,22 +31,13 @@ async def sim() -> AsyncIterator[SimServer]:
     await server.stop()
 
 
-class Streamer:
+class Streamer(SampleLog):
     """Runs ``driver.stream`` in a task and keeps what it emits."""
 
     def __init__(self, driver: OpcuaDriver) -> None:
         self.driver = driver
         self.samples: list[Sample] = []
         self.task: asyncio.Task[None] | None = None
-
-    def emit(self, samples: list[Sample]) -> None:
-        self.samples.extend(samples)
-
-    def latest(self, tag: str) -> Any:
-        for s in reversed(self.samples):
-            if tag in s.values:
-                return s.values[tag]
-        return "<none>"
 
     async def __aenter__(self) -> Streamer:
         await self.driver.connect()

@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent.config.model import SiteConfig
+from agent.config.plugins import PluginLoadError, load_plugins
 from agent.config.secrets import resolve_references
 from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
-from agent.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
-from agent.registry import PluginLoadError, load_plugins
+from agent.sdk.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
 
 __all__ = ["ConfigErrors", "Problem", "Site", "load_site", "parse_site"]
 

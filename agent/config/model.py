@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from agent.config.types import ByteSize, Duration, Secret, check_url
-from agent.driver import NAME_PATTERN, StrictModel
+from agent.sdk.driver import NAME_PATTERN, StrictModel
+from agent.sdk.types import ByteSize, Duration, Secret, check_url
 
 __all__ = [
     "BufferConfig",

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config.types import SecretText
 from agent.config.yaml_source import PosDict, PosList
+from agent.sdk.types import SecretText
 
 __all__ = ["resolve_references"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.app import Agent
     from agent.management.service import Management
+    from agent.runtime.agent import Agent
 
 __all__ = ["attach_management"]
 

@@ -11,16 +11,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.driver import DriverError
-from agent.logs import set_level
-from agent.management.metrics import collect
 from agent.management.protocol import CommandError
-from agent.readings import now_ms
-from agent.writes import guarded_write
+from agent.pipeline.writes import guarded_write
+from agent.runtime.logs import set_level
+from agent.runtime.status import snapshot
+from agent.sdk.driver import DriverError
+from agent.sdk.readings import now_ms
 
 if TYPE_CHECKING:
     from agent.management.service import Call, Management
-    from agent.scheduler import DeviceRunner
+    from agent.pipeline.scheduler import DeviceRunner
 
 __all__ = ["COMMANDS", "Handler"]
 
@@ -69,15 +69,7 @@ async def ping(m: Management, call: Call) -> Any:
 
 async def status(m: Management, call: Call) -> Any:
     _only(call)
-    agent = m.agent
-    health = collect(agent, m.status_cpu)
-    latest = {name: s.to_json_obj() for name, s in agent.latest.items()}
-    return {
-        **agent.state("online"),
-        **health,
-        "latest": latest,
-        "config_pending": m.pusher.pending,
-    }
+    return snapshot(m.agent, m.status_cpu, config_pending=m.pusher.pending)
 
 
 async def config_get(m: Management, call: Call) -> Any:

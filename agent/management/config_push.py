@@ -22,14 +22,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config.load import ConfigErrors, Site, parse_site
-from agent.logs import register_secret
-from agent.management.files import atomic_write, clear_probation, read_probation, write_probation
+from agent.config.store import (
+    LAST_GOOD,
+    atomic_write,
+    clear_probation,
+    read_probation,
+    save_last_good,
+    write_probation,
+)
 from agent.management.protocol import CommandError
-from agent.run import LAST_GOOD, save_last_good
+from agent.runtime.logs import register_secret
 
 if TYPE_CHECKING:
-    from agent.app import Agent
     from agent.management.service import Call
+    from agent.runtime.agent import Agent
 
 __all__ = ["ConfigPusher"]
 

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from agent.management.commands import COMMANDS
 from agent.management.config_push import ConfigPusher
-from agent.management.metrics import CpuSampler, MetricsPublisher
+from agent.management.metrics_report import MetricsPublisher
 from agent.management.protocol import (
     CommandError,
     Request,
@@ -29,10 +29,11 @@ from agent.management.protocol import (
     parse_request,
 )
 from agent.management.security import Guard
+from agent.runtime.status import CpuSampler
 
 if TYPE_CHECKING:
-    from agent.app import Agent
     from agent.config.load import Site
+    from agent.runtime.agent import Agent
 
 __all__ = ["Call", "Management"]
 

@@ -30,7 +30,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from agent.driver import DeviceUnavailable, DriverError
+from agent.sdk.driver import DeviceUnavailable, DriverError
 from drivers.modbus.options import (
     AsciiConnection,
     RtuConnection,

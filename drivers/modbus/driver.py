@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from agent.driver import DeviceUnavailable, Driver, DriverContext, DriverError, WriteRefused
-from agent.readings import Sample, now_ms
+from agent.sdk.driver import DeviceUnavailable, Driver, DriverContext, DriverError, WriteRefused
+from agent.sdk.readings import Sample, now_ms
 from drivers.modbus.bus import Bus, ExceptionReply, NoAnswer, UnitDown, bus_for
 from drivers.modbus.codec import EncodeError, encode_registers, parse_bool
 from drivers.modbus.options import ModbusDevice, ModbusTag

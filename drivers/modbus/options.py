@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from agent.config.types import Duration
-from agent.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.types import Duration
 from drivers.modbus.addressing import Address, BaseName, parse_address
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
+from agent.sdk.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
 from drivers.modbus.options import ModbusDevice
 
 __all__ = ["PLUGIN"]

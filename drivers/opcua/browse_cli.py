@@ -85,7 +85,7 @@ async def _browse(conn: OpcuaConnection, state_dir: Path, root: str, depth: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.driver import DriverError
+    from agent.sdk.driver import DriverError
     from drivers.opcua.nodeid import UnknownNamespace, parse_node
 
     try:

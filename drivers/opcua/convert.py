@@ -34,7 +34,7 @@ from typing import Any
 
 from asyncua import ua
 
-from agent.driver import WriteRefused
+from agent.sdk.driver import WriteRefused
 
 __all__ = ["NonFinite", "fill", "from_json", "to_json", "ts_ms"]
 

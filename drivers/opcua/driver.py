@@ -23,8 +23,8 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from agent.driver import DeviceUnavailable, Driver, DriverContext, DriverError, Emit, WriteRefused
-from agent.readings import Sample, now_ms
+from agent.sdk.driver import DeviceUnavailable, Driver, DriverContext, DriverError, Emit, WriteRefused
+from agent.sdk.readings import Sample, now_ms
 from drivers.opcua.convert import fill, from_json, to_json
 from drivers.opcua.nodeid import UnknownNamespace, parse_node
 from drivers.opcua.options import OpcuaDevice

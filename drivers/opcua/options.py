@@ -11,8 +11,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.types import Duration, Secret, check_url
-from agent.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.types import Duration, Secret, check_url
 from drivers.opcua.nodeid import parse_node
 
 __all__ = ["SECURITY_CHOICES", "OpcuaConnection", "OpcuaDevice", "OpcuaTag", "split_security"]

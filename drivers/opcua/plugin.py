@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
+from agent.sdk.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
 from drivers.opcua.options import OpcuaDevice
 
 __all__ = ["PLUGIN"]

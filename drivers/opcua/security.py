@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from agent.driver import DeviceUnavailable
+from agent.sdk.driver import DeviceUnavailable
 from drivers.opcua.options import OpcuaConnection, split_security
 
 __all__ = ["CertificateRefused", "apply_security", "default_application_uri", "fingerprint"]

@@ -19,7 +19,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from agent.driver import DeviceUnavailable
+from agent.sdk.driver import DeviceUnavailable
 from drivers.opcua.options import OpcuaConnection
 from drivers.opcua.security import CertificateRefused, apply_security, default_application_uri
 

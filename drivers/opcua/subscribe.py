@@ -20,8 +20,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from agent.driver import Emit
-from agent.readings import Sample, now_ms
+from agent.sdk.driver import Emit
+from agent.sdk.readings import Sample, now_ms
 from drivers.opcua.convert import fill, ts_ms
 from drivers.opcua.options import OpcuaDevice
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.metrics import DeviceCounters
+from agent.sdk.counters import DeviceCounters
 
 __all__ = ["BadInput"]
 

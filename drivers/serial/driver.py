@@ -28,8 +28,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent.driver import DeviceConfig, DeviceUnavailable, Driver, DriverContext, Emit
-from agent.readings import Sample, now_ms
+from agent.sdk.driver import DeviceConfig, DeviceUnavailable, Driver, DriverContext, Emit
+from agent.sdk.readings import Sample, now_ms
 from drivers.serial.badinput import BadInput
 from drivers.serial.checksum import make_verifier
 from drivers.serial.line import LineBusy, SerialLine, attach, detach

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any, Protocol
 
-from agent.readings import now_ms
+from agent.sdk.readings import now_ms
 from drivers.serial.framing import Framer
 from drivers.serial.options import FrameConfig, SerialConnection
 from drivers.serial.port import PortClosed, SerialPort

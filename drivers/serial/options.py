@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from agent.config.types import Duration
-from agent.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.driver import DeviceConfig, StrictModel, TagConfig
+from agent.sdk.types import Duration
 
 __all__ = [
     "CHECKSUM_TYPES",

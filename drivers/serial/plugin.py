@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
+from agent.sdk.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
 from drivers.serial.options import SerialDevice
 
 __all__ = ["PLUGIN"]

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import aiomqtt
 
-from agent.buffer import Buffer
 from agent.config.model import GatewayConfig, MqttConfig
-from agent.readings import Sample
-from agent.uplink import Uplink
+from agent.pipeline.buffer import Buffer
+from agent.pipeline.uplink import Uplink
+from agent.sdk.readings import Sample
 from tests.conftest import Broker
 
 TAGS = 20

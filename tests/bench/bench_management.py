@@ -43,7 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.remote.client import BrokerOptions, RemoteClient  # noqa: E402 - after the path fix
+from agent.cli.remote.client import BrokerOptions, RemoteClient  # noqa: E402 - after the path fix
 from tests.conftest import Broker  # noqa: E402
 
 SIM = """
@@ -144,7 +144,7 @@ async def one_run(args: argparse.Namespace, nodelay: bool) -> dict[str, Any]:
         site_file = work / "site.yaml"
         site_file.write_text(site(broker.url, []))
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(site_file),
+            [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site_file),
              "--state-dir", str(work / "state")], cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "wb"))
         async with RemoteClient(BrokerOptions(url=broker.url), site="bench",

@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.driver import DeviceUnavailable, DriverContext
-from agent.metrics import DeviceCounters
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DeviceUnavailable, DriverContext
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.options import ModbusDevice
 from drivers.modbus.planning import minimum_requests, resolve

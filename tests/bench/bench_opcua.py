@@ -17,7 +17,7 @@ agent side only (this process).  Baselines are measured in the same run:
 3. Recovery: the server is killed and restarted after 2 s (and once more
    after ``--long-outage`` s); time from the restarted server answering to
    the first new value, with the core's own scheduler
-   (``agent.scheduler.DeviceRunner``: backoff 1 s doubling, capped).
+   (``agent.pipeline.scheduler.DeviceRunner``: backoff 1 s doubling, capped).
    Target: within 5 s.
 Medians over rounds; the machine is shared, so ratios matter most.
 """
@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from asyncua import ua
 from asyncua.client.client import Client
 
-from agent.driver import DriverContext
-from agent.metrics import DeviceCounters
-from agent.readings import Sample
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DriverContext
+from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.options import OpcuaDevice
 from drivers.opcua.simulator import free_port
@@ -206,8 +206,8 @@ async def bench_subscribe(port: int, nodes: int, rounds: int, tmp: Path) -> dict
 
 
 async def bench_recovery(rounds: int, tmp: Path, outage: float) -> list[float]:
-    from agent.registry import load_plugins
-    from agent.scheduler import DeviceRunner
+    from agent.config.plugins import load_plugins
+    from agent.pipeline.scheduler import DeviceRunner
 
     port = free_port()
     server = ServerProcess(port, 10, 0.1)

@@ -52,7 +52,7 @@ async def main(seconds: float, tags_per_device: int) -> None:
                     "uplink": {"mqtt": {"url": broker.url}}, "devices": devices}))
                 bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
                 agent = subprocess.Popen(
-                    [sys.executable, "-m", "agent.cli", "run", "-c", str(site), "--state-dir",
+                    [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir",
                      str(work / "state")], stderr=subprocess.DEVNULL)
                 await asyncio.sleep(5)  # start-up, not measured
                 proc = psutil.Process(agent.pid)

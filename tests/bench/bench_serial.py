@@ -37,9 +37,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.driver import DriverContext  # noqa: E402 - after the path fix above
-from agent.metrics import DeviceCounters  # noqa: E402
-from agent.readings import Sample  # noqa: E402
+from agent.sdk.counters import DeviceCounters  # noqa: E402
+from agent.sdk.driver import DriverContext  # noqa: E402 - after the path fix above
+from agent.sdk.readings import Sample  # noqa: E402
 from drivers.serial.driver import SerialDriver  # noqa: E402
 from drivers.serial.line import SerialLine  # noqa: E402
 from drivers.serial.options import SerialDevice  # noqa: E402
@@ -132,7 +132,7 @@ async def run_driver(rate: float, seconds: float, buffered: bool = False) -> tup
     """Agent CPU % and frames/s received by the real driver (optionally into the buffer)."""
     import tempfile
 
-    from agent.buffer import Buffer
+    from agent.pipeline.buffer import Buffer
 
     peer = PtyPeer()
     driver = driver_for(peer.slave_path)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from agent.app import Agent
 from agent.config.load import parse_site
+from agent.runtime.agent import Agent
 from drivers.modbus.simulator import simulate
 from tests.conftest import Broker, Collector, async_wait_until, fast
 
@@ -36,7 +36,7 @@ def site_text(url: str, devices: list[dict[str, Any]], **buffer: Any) -> str:
 
 def start_agent(site: Path, state: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", "-c", str(site), "--state-dir", str(state)],
+        [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir", str(state)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(state.parent / "agent.log", "ab"),
     )
 

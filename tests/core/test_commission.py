@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def cli(*args: str) -> tuple[int, str, str]:
     # A subprocess without blocking: the simulator answers from this event loop.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "agent.cli.main", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()

@@ -19,7 +19,7 @@ CASES = sorted((Path(__file__).parent.parent / "cases").glob("*/site.yaml"))
 def test_case(site: Path) -> None:
     expected = (site.parent / "expected.txt").read_text().splitlines()
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check", "-c", "site.yaml"],
+        [sys.executable, "-m", "agent.cli.main", "check", "-c", "site.yaml"],
         cwd=site.parent, capture_output=True, text=True, timeout=60,
     )
     got = [line for line in result.stderr.splitlines() if line.startswith("site.yaml:")]

@@ -24,7 +24,7 @@ def test_example_site_passes_check(site: Path, tmp_path: Path) -> None:
     copy = tmp_path / site.name
     copy.write_text(text)
     env = {**os.environ, "MQTT_PASSWORD": "pw", "OPCUA_PASSWORD": "pw"}
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "check", "-c", str(copy)],
+    result = subprocess.run([sys.executable, "-m", "agent.cli.main", "check", "-c", str(copy)],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ok," in result.stdout
@@ -44,7 +44,7 @@ def test_modbus_only_site_never_imports_other_protocols(tmp_path: Path) -> None:
 
 def test_demo_shows_live_readings_and_publishes(broker: Broker, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "demo", "--duration", "8", "--broker", broker.url,
+        [sys.executable, "-m", "agent.cli.main", "demo", "--duration", "8", "--broker", broker.url,
          "--workdir", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )

@@ -6,8 +6,8 @@ import pytest
 
 from agent.config import load
 from agent.config.load import ConfigErrors, parse_site
-from agent.driver import DriverPlugin
-from agent.registry import PluginLoadError, load_plugins
+from agent.config.plugins import PluginLoadError, load_plugins
+from agent.sdk.driver import DriverPlugin
 
 SITE = """gateway: {id: gw-1, site: s}
 uplink:

@@ -15,7 +15,7 @@ uplink:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "run", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "agent.cli.main", "run", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -49,7 +49,7 @@ async def test_ready_watchdog_reload_and_stop(broker: Broker, tmp_path: Path) ->
                "WATCHDOG_PID": ""}
         log = open(tmp_path / "agent.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(site), "--state-dir",
+            [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir",
              str(tmp_path / "state")], cwd=ROOT, env=env, stdout=log, stderr=log)
         try:
             await async_wait_until(lambda: notify.seen("READY=1") == 1, 60, "READY=1")

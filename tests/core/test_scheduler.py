@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from agent.driver import (
+from agent.pipeline.scheduler import Scheduler
+from agent.sdk.driver import (
     DeviceConfig,
     DeviceUnavailable,
     Driver,
@@ -20,8 +21,7 @@ from agent.driver import (
     DriverPlugin,
     TagConfig,
 )
-from agent.readings import Sample, now_ms
-from agent.scheduler import Scheduler
+from agent.sdk.readings import Sample, now_ms
 from tests.conftest import async_wait_until
 
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.buffer import Buffer
 from agent.config.model import GatewayConfig, MqttConfig
-from agent.readings import Sample
-from agent.uplink import Uplink
+from agent.pipeline.buffer import Buffer
+from agent.pipeline.uplink import Uplink
+from agent.sdk.readings import Sample
 from tests.conftest import Broker, Collector, async_wait_until
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.app import Agent
 from agent.config.load import parse_site
+from agent.runtime.agent import Agent
 from drivers.modbus.simulator import simulate
 from tests.conftest import Broker, Collector, async_wait_until, free_port
 from tests.core.tls_certs import make_pki

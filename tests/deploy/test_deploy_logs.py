@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import logs
+from agent.runtime import logs
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -40,7 +40,7 @@ def _setup(fmt: str, level: str = "debug") -> io.StringIO:
 
 def test_text_line_shape() -> None:
     out = _setup("text")
-    logging.getLogger("agent.scheduler").info("started %d devices", 3)
+    logging.getLogger("agent.pipeline.scheduler").info("started %d devices", 3)
     logging.getLogger("drivers.modbus.driver").warning(
         "timeout reading %s", "HR100", extra={"device": "press-1"}
     )
@@ -52,7 +52,7 @@ def test_text_line_shape() -> None:
 
 def test_json_lines_parse() -> None:
     out = _setup("json")
-    log = logging.getLogger("agent.uplink")
+    log = logging.getLogger("agent.pipeline.uplink")
     log.info('connected to "broker"', extra={"device": None})
     try:
         raise ConnectionError("broken pipe")
@@ -62,7 +62,7 @@ def test_json_lines_parse() -> None:
     assert len(lines) == 2, "a traceback must stay inside its JSON line"
     first, second = (json.loads(line) for line in lines)
     assert set(first) == {"ts", "level", "logger", "message", "device", "exc"}
-    assert first["level"] == "info" and first["logger"] == "agent.uplink"
+    assert first["level"] == "info" and first["logger"] == "agent.pipeline.uplink"
     assert first["message"] == 'connected to "broker"'
     assert first["device"] is None and first["exc"] is None
     assert re.fullmatch(ISO, first["ts"])
@@ -142,9 +142,9 @@ def test_setup_twice_does_not_duplicate() -> None:
 _CHILD = textwrap.dedent(
     """
     import logging
-    from agent.logs import setup_logging
+    from agent.runtime.logs import setup_logging
     setup_logging("info")
-    log = logging.getLogger("agent.uplink")
+    log = logging.getLogger("agent.pipeline.uplink")
     log.warning("lost broker", extra={"device": "press-1"})
     try:
         1 / 0
@@ -218,7 +218,7 @@ def test_watchdog_abort_prints_stacks(tmp_path: Path) -> None:
     child = textwrap.dedent(
         """
         import os, signal
-        from agent.logs import setup_logging
+        from agent.runtime.logs import setup_logging
         setup_logging("info")
         def stuck_poll_loop():
             os.kill(os.getpid(), signal.SIGABRT)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.systemd import Notifier, Watchdog, watchdog_interval_from_env
+from agent.runtime.systemd import Notifier, Watchdog, watchdog_interval_from_env
 
 
 class FakeSystemd:
@@ -170,7 +170,7 @@ async def test_watchdog_stops_when_a_loop_hangs(
             beat()
             await asyncio.sleep(0.02)
 
-    caplog.set_level(logging.INFO, logger="agent.systemd")
+    caplog.set_level(logging.INFO, logger="agent.runtime.systemd")
     tasks = [
         asyncio.create_task(loop("poll press-1")),
         asyncio.create_task(loop("uplink")),

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.app import Agent
+from agent.cli.remote.client import BrokerOptions, RemoteClient
 from agent.config.load import parse_site
+from agent.config.store import save_last_good
 from agent.management import attach_management
 from agent.management.service import Management
-from agent.remote.client import BrokerOptions, RemoteClient
-from agent.run import save_last_good
+from agent.runtime.agent import Agent
 from drivers.modbus.simulator import simulate
 from tests.conftest import Broker, async_wait_until, fast
 

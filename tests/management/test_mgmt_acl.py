@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.remote.client import BrokerOptions, RemoteClient, RemoteTimeout
+from agent.cli.remote.client import BrokerOptions, RemoteClient, RemoteTimeout
 from tests.conftest import Broker, async_wait_until
 from tests.management.conftest import SITE, running_agent
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent.run import LAST_GOOD
+from agent.config.store import LAST_GOOD
 from tests.conftest import Broker, Collector, async_wait_until, free_port
 from tests.management.conftest import BASE, Running, payloads, running_agent
 
@@ -80,7 +80,7 @@ async def test_push_while_readings_flow_no_gap_nothing_lost(broker: Broker,
         devices = copy.deepcopy(gw.devices)
         devices[1]["tags"] = [t for t in devices[1]["tags"] if t["name"] != "alarm"]
         new_text = gw.site_text(devices=devices)
-        from agent.readings import now_ms
+        from agent.sdk.readings import now_ms
         pushed_at = now_ms()
         reply = await rc.call("config.apply", {"yaml": new_text})
         assert reply["ok"], reply
@@ -131,7 +131,7 @@ async def test_twenty_devices_one_changed_the_others_miss_no_poll(broker: Broker
             before = {n: (r, r.counters.overruns, r.counters.errors) for n, r in runners.items()}
             new = copy.deepcopy(devices)
             new[7]["tags"] = new[7]["tags"][:2]
-            from agent.readings import now_ms
+            from agent.sdk.readings import now_ms
             pushed_at = now_ms()
             reply = await rc.call("config.apply", {"yaml": gw.site_text(devices=new)})
             assert reply["ok"], reply
@@ -217,7 +217,7 @@ async def test_restart_during_probation_still_rolls_back(broker: Broker, tmp_pat
     import asyncio
     import sys
 
-    from agent.management.files import PROBATION
+    from agent.config.store import PROBATION
 
     async with Collector(broker, f"{BASE}/state", "state-watch-restart") as col:
         async with running_agent(broker, tmp_path, devices=[]) as gw, gw.client() as rc:
@@ -234,7 +234,7 @@ async def test_restart_during_probation_still_rolls_back(broker: Broker, tmp_pat
         assert (state / LAST_GOOD).read_text() == good_text
         assert (state / PROBATION).exists(), "stopping is not a verdict"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.cli", "run", "-c", str(site_path), "--state-dir",
+            sys.executable, "-m", "agent.cli.main", "run", "-c", str(site_path), "--state-dir",
             str(state), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             # The pushed file is loaded again and fails again: rolled back, and

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.management.files import (
+from agent.config.store import (
     atomic_write,
     clear_probation,
     on_probation,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.buffer import BufferStats
+from agent.cli.remote.cli import register
 from agent.management.commands import COMMANDS
-from agent.metrics import DeviceCounters, UplinkCounters
-from agent.remote.cli import register
+from agent.pipeline.buffer import BufferStats
+from agent.sdk.counters import DeviceCounters, UplinkCounters
 
 README = (Path(__file__).resolve().parents[2] / "agent" / "management" / "README.md").read_text()
 

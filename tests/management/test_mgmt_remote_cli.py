@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.run import save_last_good
+from agent.config.store import save_last_good
 from tests.conftest import Broker, async_wait_until, free_port
 from tests.management.conftest import GATEWAY, SITE, Running, running_agent, site_dict
 
@@ -25,7 +25,7 @@ async def remote(broker: Broker | str, *args: str, gateway: str | None = GATEWAY
     if gateway:
         head += ["--gateway", gateway]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", "remote", *head, *args, cwd=ROOT,
+        sys.executable, "-m", "agent.cli.main", "remote", *head, *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -113,7 +113,7 @@ async def test_start_with_a_broken_site_file_runs_last_good_and_says_so(
     site = tmp_path / "site.yaml"
     site.write_text(good.replace("metrics_interval", "metrics_intervall"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", "run", "-c", str(site), "--state-dir", str(state),
+        sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir", str(state),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async def listed() -> str:

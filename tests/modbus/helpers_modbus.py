@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.driver import DriverContext
-from agent.metrics import DeviceCounters
-from agent.readings import Sample
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DriverContext
+from agent.sdk.readings import Sample
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.options import ModbusDevice
 

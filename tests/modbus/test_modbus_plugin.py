@@ -10,8 +10,8 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from agent.driver import DriverPlugin
-from agent.registry import load_plugins
+from agent.config.plugins import load_plugins
+from agent.sdk.driver import DriverPlugin
 from drivers.modbus.options import ModbusDevice, ModbusTag
 from tests.modbus.helpers_modbus import make_driver
 

@@ -6,10 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent.driver import DriverPlugin
-from agent.readings import Sample
-from agent.registry import load_plugins
-from agent.scheduler import Scheduler
+from agent.config.plugins import load_plugins
+from agent.pipeline.scheduler import Scheduler
+from agent.sdk.driver import DriverPlugin
+from agent.sdk.readings import Sample
 from drivers.modbus.simserver import SimServer
 from tests.modbus.helpers_modbus import LAYOUT, device
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.driver import DeviceUnavailable
+from agent.sdk.driver import DeviceUnavailable
 from drivers.modbus.bus import NoAnswer, UnitDown
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.simserver import SimServer

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent.driver import DeviceUnavailable, DriverError, WriteRefused
-from agent.writes import guarded_write
+from agent.pipeline.writes import guarded_write
+from agent.sdk.driver import DeviceUnavailable, DriverError, WriteRefused
 from drivers.modbus.simserver import SimServer
 from tests.modbus.helpers_modbus import LAYOUT, device, make_driver, on_send, read_once
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from agent.driver import DriverContext
-from agent.metrics import DeviceCounters
-from agent.readings import Sample
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DriverContext
+from agent.sdk.readings import Sample
 from tests.conftest import async_wait_until
 
 NS = "urn:edge-agent:demo"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from asyncua import ua
 
-from agent.readings import Sample
+from agent.sdk.readings import Sample
 from drivers.opcua.subscribe import Batcher
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

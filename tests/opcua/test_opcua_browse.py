@@ -11,7 +11,7 @@ from typing import Any
 
 from asyncua import ua
 
-from agent.cli import build_parser
+from agent.cli.main import build_parser
 from agent.config.load import parse_site
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import DEMO_VARIABLES, NS_URI, start_server

@@ -134,13 +134,13 @@ def test_plugin_check_and_cli_do_not_import_asyncua(tmp_path: Path) -> None:
         import os, sys
         os.environ["OPCUA_PASSWORD"] = "x"
         import drivers.opcua.plugin
-        from agent.cli import build_parser
+        from agent.cli.main import build_parser
         build_parser()  # registers `browse` from drivers.opcua.browse_cli
         from agent.config.load import load_site
         load_site({str(tmp_path / "site.yaml")!r})
         print("before", "asyncua" in sys.modules)
-        from agent.driver import DriverContext
-        from agent.metrics import DeviceCounters
+        from agent.sdk.driver import DriverContext
+        from agent.sdk.counters import DeviceCounters
         import logging, pathlib
         site = load_site({str(tmp_path / "site.yaml")!r})
         drivers.opcua.plugin.PLUGIN.factory(site.devices[0], DriverContext(

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from asyncua import ua
 
-from agent.driver import WriteRefused
-from agent.readings import Sample
+from agent.sdk.driver import WriteRefused
+from agent.sdk.readings import Sample
 from drivers.opcua.convert import NonFinite, fill, from_json, to_json, ts_ms
 
 VT = ua.VariantType

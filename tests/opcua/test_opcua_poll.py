@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from agent.driver import DriverError, WriteRefused
+from agent.sdk.driver import DriverError, WriteRefused
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import SimServer, start_server
 

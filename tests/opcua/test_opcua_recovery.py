@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from agent.backoff import Backoff
-from agent.driver import DeviceUnavailable
-from agent.readings import Sample
+from agent.sdk.backoff import Backoff
+from agent.sdk.driver import DeviceUnavailable
+from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import free_port, start_server
 from tests.opcua.conftest import SampleLog

@@ -13,7 +13,7 @@ from asyncua import ua
 from cryptography import x509
 from pydantic import SecretStr
 
-from agent.driver import DeviceUnavailable
+from agent.sdk.driver import DeviceUnavailable
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.security import CertificateRefused, default_application_uri
 from drivers.opcua.simulator import SimServer, free_port, start_server
@@ -167,8 +167,8 @@ async def test_unwritable_state_dir_is_named(
 ) -> None:
     import logging
 
-    from agent.driver import DriverContext
-    from agent.metrics import DeviceCounters
+    from agent.sdk.counters import DeviceCounters
+    from agent.sdk.driver import DriverContext
 
     locked = tmp_path / "not-a-directory"  # fails for root too, unlike permissions
     locked.write_text("")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.load import parse_site
-from agent.readings import Sample
+from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import simulate
 

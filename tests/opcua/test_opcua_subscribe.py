@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from agent.readings import Sample
+from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import SimServer, start_server
 from tests.opcua.conftest import SampleLog

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.driver import DriverContext
-from agent.metrics import DeviceCounters
-from agent.readings import Sample
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DriverContext
+from agent.sdk.readings import Sample
 from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from agent.metrics import DeviceCounters
+from agent.sdk.counters import DeviceCounters
 from drivers.serial.badinput import BadInput
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from agent.config.load import parse_site
-from agent.readings import Sample
-from agent.scheduler import DeviceRunner
+from agent.pipeline.scheduler import DeviceRunner
+from agent.sdk.readings import Sample
 from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.plugin import PLUGIN

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from agent.config.load import parse_site
-from agent.driver import DeviceUnavailable, DriverContext
-from agent.metrics import DeviceCounters
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DeviceUnavailable, DriverContext
 from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.driver import DeviceUnavailable
+from agent.sdk.driver import DeviceUnavailable
 from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer

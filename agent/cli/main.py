@@ -20,11 +20,11 @@ __all__ = ["main"]
 DEFAULT_CONFIG = "/etc/edge-agent/site.yaml"
 COMMANDS_GROUP = "edge_agent.commands"
 
-log = logging.getLogger("agent.cli")
+log = logging.getLogger("agent.cli.main")
 
 
 def _state_dir(arg: str | None) -> Path:
-    from agent.run import default_state_dir
+    from agent.config.store import default_state_dir
 
     return Path(arg) if arg else default_state_dir()
 
@@ -46,26 +46,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.run import run_agent
+    from agent.cli.run import run_agent
 
     return run_agent(Path(args.config), _state_dir(args.state_dir),
                      log_format=args.log_format, log_level=args.log_level)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from agent.cli.demo import run_demo
 
     return run_demo(duration=args.duration, broker=args.broker, workdir=args.workdir)
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from agent.commission import run_read
+    from agent.cli.commission import run_read
 
     return run_read(args)
 
 
 def cmd_write(args: argparse.Namespace) -> int:
-    from agent.commission import run_write
+    from agent.cli.commission import run_write
 
     return run_write(args)
 

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from agent.config.load import ConfigErrors, Site, load_site, models_in
-from agent.driver import DeviceConfig, Driver, DriverContext, DriverError, DriverPlugin, TagConfig
-from agent.logs import setup_logging
-from agent.metrics import DeviceCounters
-from agent.registry import load_plugins
-from agent.run import default_state_dir
-from agent.writes import guarded_write
+from agent.config.plugins import load_plugins
+from agent.config.store import default_state_dir
+from agent.pipeline.writes import guarded_write
+from agent.runtime.logs import setup_logging
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DeviceConfig, Driver, DriverContext, DriverError, DriverPlugin, TagConfig
 
 __all__ = ["parse_value", "run_read", "run_write"]
 

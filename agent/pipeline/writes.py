@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Any
 
-from agent.driver import Driver, WriteRefused
+from agent.sdk.driver import Driver, WriteRefused
 
 __all__ = ["guarded_write"]
 

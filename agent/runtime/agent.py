@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.buffer import Buffer
 from agent.config.load import Site
-from agent.driver import DriverPlugin
-from agent.readings import Sample
-from agent.registry import load_plugins
-from agent.scheduler import Scheduler
-from agent.systemd import Notifier, Watchdog
-from agent.uplink import Uplink
+from agent.config.plugins import load_plugins
+from agent.pipeline.buffer import Buffer
+from agent.pipeline.processing import Processing
+from agent.pipeline.scheduler import Scheduler
+from agent.pipeline.uplink import Uplink
+from agent.runtime.systemd import Notifier, Watchdog
+from agent.sdk.driver import DriverPlugin
+from agent.sdk.readings import Sample
 
 __all__ = ["Agent"]
 
-log = logging.getLogger("agent.app")
+log = logging.getLogger("agent.runtime.agent")
 
 
 def _usable_plugins() -> dict[str, DriverPlugin]:
@@ -63,6 +64,7 @@ class Agent:
         self.uplink = Uplink(mqtt=cfg.uplink.mqtt, gateway=cfg.gateway, buffer=self.buffer,
                              state=self.state)
         self.uplink.heartbeat = self.watchdog.heartbeat("uplink", 120.0)
+        self.processing = Processing()
         self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
                                    sink=self._sink, heartbeat=self.watchdog.heartbeat,
                                    unregister=self.watchdog.unregister)
@@ -93,7 +95,9 @@ class Agent:
                 f"buffer {self.buffer.stats.batches} batches")
 
     def _sink(self, device: str, samples: list[Sample]) -> None:
-        self.buffer.add(device, samples)
+        # The status view and observers see every reading; the buffer what
+        # the processing stage decided to send.
+        self.buffer.add(device, self.processing(device, samples))
         if samples:
             self.latest[device] = samples[-1]
             for observe in self.observers:
@@ -113,6 +117,7 @@ class Agent:
         old = self.site
         self.site = site
         cfg = site.config
+        self.processing.apply(site.devices)
         changes = await self.scheduler.apply(site.devices)
         self.buffer.max_size = cfg.buffer.max_size
         self.buffer.max_age = cfg.buffer.max_age
@@ -146,6 +151,7 @@ class Agent:
             tasks.append(asyncio.create_task(self._status_loop(), name="status"))
             tasks.extend(asyncio.create_task(svc(self), name=f"service:{i}")
                          for i, svc in enumerate(self.services))
+            self.processing.apply(self.site.devices)
             await self.scheduler.apply(self.site.devices)
             log.info("edge-agent %s started: gateway %s, %d devices, config %s", __version__,
                      self.site.config.gateway.id, len(self.site.devices), self.site.hash)

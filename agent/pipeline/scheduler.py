@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.backoff import Backoff
-from agent.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
-from agent.metrics import DeviceCounters
-from agent.readings import Sample
+from agent.sdk.backoff import Backoff
+from agent.sdk.counters import DeviceCounters
+from agent.sdk.driver import DeviceConfig, Driver, DriverContext, DriverPlugin
+from agent.sdk.readings import Sample
 
 __all__ = ["DeviceRunner", "Scheduler", "Sink"]
 
-log = logging.getLogger("agent.scheduler")
+log = logging.getLogger("agent.pipeline.scheduler")
 
 Sink = Callable[[str, list[Sample]], None]
 HeartbeatFactory = Callable[[str, float], Callable[[], None]]

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agent.commission import format_table
+from agent.cli.commission import format_table
 
 __all__ = ["age", "config_diff", "gateway_table", "sample_table", "status_text"]
 

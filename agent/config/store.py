@@ -1,5 +1,8 @@
-"""Files of config push: the site file written so that a power cut leaves the old or
-the new one, never half; and the probation marker."""
+"""The config store: the files in the state directory that say which site config runs.
+
+The site file is written so that a power cut leaves the old or the new one,
+never half; beside it the last-good copy and the probation marker.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROBATION", "atomic_write", "clear_probation", "on_probation", "read_probation",
-           "write_probation"]
+__all__ = ["LAST_GOOD", "PROBATION", "atomic_write", "clear_probation", "default_state_dir",
+           "on_probation", "read_probation", "save_last_good", "write_probation"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -75,3 +78,17 @@ def on_probation(state_dir: Path, config_hash: str) -> bool:
     """True when the config with ``config_hash`` was pushed and is not proven yet."""
     marker = read_probation(state_dir)
     return marker is not None and marker["hash"] == config_hash
+
+
+LAST_GOOD = "last-good.yaml"
+DEFAULT_STATE = "/var/lib/edge-agent"
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (set by systemd's StateDirectory=), else /var/lib/edge-agent."""
+    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
+
+
+def save_last_good(state_dir: Path, text: str) -> None:
+    """Keep ``text`` as the config to fall back to (atomically, fsynced)."""
+    atomic_write(state_dir / LAST_GOOD, text)

@@ -23,13 +23,13 @@ from typing import Any
 import yaml
 
 from agent.config.load import ConfigErrors, parse_site
-from agent.logs import setup_logging
-from agent.readings import Sample
+from agent.runtime.logs import setup_logging
+from agent.sdk.readings import Sample
 
 __all__ = ["run_demo"]
 
 SIMULATORS_GROUP = "edge_agent.simulators"
-log = logging.getLogger("agent.demo")
+log = logging.getLogger("agent.cli.demo")
 
 
 async def _start_simulators(stack: contextlib.AsyncExitStack, workdir: Path) -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ def _view(agent: Any, started: float, last: LastValues) -> str:
 
 
 async def _demo(duration: float | None, broker: str, workdir: Path) -> int:
-    from agent.app import Agent
+    from agent.runtime.agent import Agent
 
     async with contextlib.AsyncExitStack() as stack:
         devices = await _start_simulators(stack, workdir)

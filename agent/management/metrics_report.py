@@ -11,54 +11,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import psutil
-
-from agent.readings import now_ms
+from agent.runtime.status import CpuSampler, collect
 
 if TYPE_CHECKING:
-    from agent.app import Agent
+    from agent.runtime.agent import Agent
 
-__all__ = ["CpuSampler", "MetricsPublisher", "collect"]
+__all__ = ["MetricsPublisher"]
 
-log = logging.getLogger("agent.management.metrics")
-
-
-class CpuSampler:
-    """CPU seconds since start, and percent of one core since the previous call."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self._last: tuple[float, float] | None = None
-
-    def sample(self) -> dict[str, Any]:
-        times = self.proc.cpu_times()
-        used = times.user + times.system
-        now = time.monotonic()
-        percent = None
-        if self._last is not None and now > self._last[0]:
-            percent = round(100.0 * (used - self._last[1]) / (now - self._last[0]), 1)
-        self._last = (now, used)
-        return {"user_s": round(times.user, 2), "system_s": round(times.system, 2),
-                "percent": percent}
-
-
-def collect(agent: Agent, cpu: CpuSampler | None = None) -> dict[str, Any]:
-    """One metrics payload (also the body of ``status``'s health part)."""
-    cpu = cpu or CpuSampler()
-    mem = cpu.proc.memory_info()
-    return {
-        "ts": now_ms(),
-        "uptime_s": round(agent.uptime(), 1),
-        "config_hash": agent.site.hash,
-        "cpu": cpu.sample(),
-        "memory": {"rss_bytes": mem.rss},
-        "buffer": agent.buffer.stats.snapshot(),
-        "uplink": agent.uplink.counters.snapshot(),
-        "devices": {name: r.counters.snapshot() for name, r in agent.scheduler.runners.items()},
-    }
+log = logging.getLogger("agent.management.metrics_report")
 
 
 class MetricsPublisher:

@@ -22,14 +22,14 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.properties import Properties
 
-from agent.backoff import Backoff
-from agent.buffer import Buffer, StoredBatch
 from agent.config.model import GatewayConfig, MqttConfig
-from agent.metrics import UplinkCounters
+from agent.pipeline.buffer import Buffer, StoredBatch
+from agent.sdk.backoff import Backoff
+from agent.sdk.counters import UplinkCounters
 
 __all__ = ["Handler", "Uplink"]
 
-log = logging.getLogger("agent.uplink")
+log = logging.getLogger("agent.pipeline.uplink")
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 

@@ -6,12 +6,12 @@ import functools
 import logging
 from importlib.metadata import entry_points
 
-from agent.driver import DriverPlugin
+from agent.sdk.driver import DriverPlugin
 
 __all__ = ["DRIVER_GROUP", "PluginLoadError", "load_plugins"]
 
 DRIVER_GROUP = "edge_agent.drivers"
-log = logging.getLogger("agent.registry")
+log = logging.getLogger("agent.config.plugins")
 
 
 class PluginLoadError(Exception):

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.readings import Sample, now_ms
+from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["Buffer", "BufferStats", "StoredBatch"]
 
-log = logging.getLogger("agent.buffer")
+log = logging.getLogger("agent.pipeline.buffer")
 T = TypeVar("T")
 
 # Room for {"gateway":..,"device":..,"seq":<20 digits>,"samples":} around a batch.

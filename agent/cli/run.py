@@ -5,31 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
-from agent.logs import register_secrets_from, setup_logging
-from agent.management.files import atomic_write, on_probation
+from agent.config.store import LAST_GOOD, on_probation, save_last_good
+from agent.runtime.logs import register_secrets_from, setup_logging
 
-__all__ = ["LAST_GOOD", "default_state_dir", "run_agent", "save_last_good"]
+__all__ = ["run_agent"]
 
-log = logging.getLogger("agent.run")
-
-LAST_GOOD = "last-good.yaml"
-DEFAULT_STATE = "/var/lib/edge-agent"
-
-
-def default_state_dir() -> Path:
-    """``$STATE_DIRECTORY`` (set by systemd's StateDirectory=), else /var/lib/edge-agent."""
-    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
-
-
-def save_last_good(state_dir: Path, text: str) -> None:
-    """Keep ``text`` as the config to fall back to (atomically, fsynced)."""
-    atomic_write(state_dir / LAST_GOOD, text)
-
+log = logging.getLogger("agent.cli.run")
 
 def _load_with_fallback(config: Path, state_dir: Path) -> tuple[Site, str | None]:
     """The site file, else the last good one (with the reason), else raise."""
@@ -81,7 +66,7 @@ def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
         # management resumes its rollback watch instead.
         save_last_good(state_dir, site.text)
 
-    from agent.app import Agent
+    from agent.runtime.agent import Agent
 
     agent = Agent(site, state_dir)
     if rejected is not None:

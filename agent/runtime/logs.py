@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, SecretStr
 
-from agent.config.types import SecretText
+from agent.sdk.types import SecretText
 
 __all__ = [
     "JsonFormatter",
@@ -183,7 +183,7 @@ def _clear_secrets() -> None:
 
 
 def _component(name: str) -> str:
-    # "agent.scheduler" -> "scheduler", "drivers.modbus.driver" ->
+    # "agent.pipeline.scheduler" -> "scheduler", "drivers.modbus.driver" ->
     # "modbus.driver": the package prefix is the same on every line.
     for prefix in ("agent.", "drivers."):
         if name.startswith(prefix):

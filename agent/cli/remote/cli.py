@@ -73,7 +73,7 @@ def _secret_file(path: Path) -> str:
 
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from agent.commission import parse_value
+    from agent.cli.commission import parse_value
 
     match args.remote_command:
         case "read":
@@ -93,7 +93,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def _show(args: argparse.Namespace, command: str, result: Any) -> None:
-    from agent.remote.render import sample_table, status_text
+    from agent.cli.remote.render import sample_table, status_text
 
     if args.json:
         print(json.dumps(result, indent=2))
@@ -117,7 +117,7 @@ def _fail_reply(args: argparse.Namespace, reply: dict[str, Any]) -> int:
 
 
 async def _push(args: argparse.Namespace, rc: Any) -> int:
-    from agent.remote.render import config_diff
+    from agent.cli.remote.render import config_diff
 
     text = args.file.read_text(encoding="utf-8")
     current = await rc.call("config.get", wait=args.timeout)
@@ -136,8 +136,8 @@ async def _push(args: argparse.Namespace, rc: Any) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from agent.remote.client import BrokerOptions, RemoteClient, gateway_states
-    from agent.remote.render import gateway_table
+    from agent.cli.remote.client import BrokerOptions, RemoteClient, gateway_states
+    from agent.cli.remote.render import gateway_table
 
     broker = BrokerOptions(
         url=args.broker, username=args.user,
@@ -164,7 +164,7 @@ async def _main(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import aiomqtt
 
-    from agent.remote.client import RemoteTimeout
+    from agent.cli.remote.client import RemoteTimeout
 
     if args.remote_command != "list" and not args.gateway:
         print("edge-agent remote: --gateway is needed for this command", file=sys.stderr)

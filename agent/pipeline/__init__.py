@@ -1,0 +1,1 @@
+"""The data path: scheduler, processing, buffer, encoders, uplink."""

@@ -1,0 +1,78 @@
+"""Edge processing: one stage between the scheduler and the buffer.
+
+Every sample a device produces (whatever its driver) passes through that
+device's chain of steps before it is stored. A step is built once per device
+from its config (all per-tag decisions made then, never per reading) and
+keeps only bounded state (one entry per tag). Steps that a device does not
+use are not built, so a device without processing options costs one
+function call per batch.
+
+To add a step: write it in its own module here and add its factory to
+``STEP_FACTORIES`` in the order it must run (derived values before the
+report-by-exception filter, which decides what is sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from agent.sdk import DeviceConfig, Sample
+
+__all__ = ["STEP_FACTORIES", "DeviceChain", "Processing", "Step", "StepFactory"]
+
+
+class Step(Protocol):
+    """One processing step of one device."""
+
+    def process(self, samples: list[Sample]) -> list[Sample]:
+        """Return the samples to pass on (may be fewer, more, or changed)."""
+        ...
+
+
+#: Builds a device's step from its config, or None when the device does not use it.
+StepFactory = Callable[[DeviceConfig], Step | None]
+
+#: The steps, in the order they run.
+STEP_FACTORIES: tuple[StepFactory, ...] = ()
+
+
+class DeviceChain:
+    """The steps of one device, built once from its config."""
+
+    __slots__ = ("config", "steps")
+
+    def __init__(self, config: DeviceConfig,
+                 factories: Sequence[StepFactory] = STEP_FACTORIES) -> None:
+        self.config = config
+        self.steps = [step for make in factories if (step := make(config)) is not None]
+
+    def process(self, samples: list[Sample]) -> list[Sample]:
+        for step in self.steps:
+            if not samples:
+                break
+            samples = step.process(samples)
+        return samples
+
+
+class Processing:
+    """The stage: one chain per device, rebuilt (state reset) when its config changes."""
+
+    def __init__(self, factories: Sequence[StepFactory] = STEP_FACTORIES) -> None:
+        self._factories = factories
+        self._chains: dict[str, DeviceChain] = {}
+
+    def apply(self, devices: Sequence[DeviceConfig]) -> None:
+        """Match the running devices; an unchanged device keeps its state."""
+        chains: dict[str, DeviceChain] = {}
+        for config in devices:
+            old = self._chains.get(config.name)
+            chains[config.name] = (old if old is not None and old.config == config
+                                   else DeviceChain(config, self._factories))
+        self._chains = chains
+
+    def __call__(self, device: str, samples: list[Sample]) -> list[Sample]:
+        chain = self._chains.get(device)
+        if chain is None or not chain.steps:
+            return samples
+        return chain.process(samples)

@@ -1,0 +1,1 @@
+"""The running process: the Agent that wires the pipeline, systemd, logs."""

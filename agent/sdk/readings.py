@@ -1,0 +1,42 @@
+"""One sample: what one poll read, or the changes sharing one source timestamp."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Sample", "now_ms"]
+
+
+def now_ms() -> int:
+    """Wall-clock time as integer milliseconds since the Unix epoch (UTC)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Sample:
+    """``values`` has every tag of the sample; a failed tag is ``None`` there
+    and its error string in ``bad``; a doubtful one keeps its value and gets
+    a reason in ``uncertain``."""
+
+    ts: int
+    values: dict[str, Any]
+    bad: dict[str, str] = field(default_factory=dict)
+    uncertain: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def all_bad(cls, tags: list[str], error: str, ts: int | None = None) -> Sample:
+        return cls(
+            ts=now_ms() if ts is None else ts,
+            values=dict.fromkeys(tags),
+            bad=dict.fromkeys(tags, error),
+        )
+
+    def to_json_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"ts": self.ts, "values": self.values}
+        if self.bad:
+            obj["bad"] = self.bad
+        if self.uncertain:
+            obj["uncertain"] = self.uncertain
+        return obj

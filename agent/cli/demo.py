@@ -29,7 +29,7 @@ from agent.sdk.readings import Sample
 __all__ = ["run_demo"]
 
 SIMULATORS_GROUP = "edge_agent.simulators"
-log = logging.getLogger("agent.cli.demo")
+log = logging.getLogger("agent.demo")
 
 
 async def _start_simulators(stack: contextlib.AsyncExitStack, workdir: Path) -> list[dict[str, Any]]:

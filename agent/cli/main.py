@@ -20,7 +20,7 @@ __all__ = ["main"]
 DEFAULT_CONFIG = "/etc/edge-agent/site.yaml"
 COMMANDS_GROUP = "edge_agent.commands"
 
-log = logging.getLogger("agent.cli.main")
+log = logging.getLogger("agent.cli")
 
 
 def _state_dir(arg: str | None) -> Path:

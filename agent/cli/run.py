@@ -14,7 +14,7 @@ from agent.runtime.logs import register_secrets_from, setup_logging
 
 __all__ = ["run_agent"]
 
-log = logging.getLogger("agent.cli.run")
+log = logging.getLogger("agent.run")
 
 def _load_with_fallback(config: Path, state_dir: Path) -> tuple[Site, str | None]:
     """The site file, else the last good one (with the reason), else raise."""

@@ -11,7 +11,7 @@ from agent.sdk.driver import DriverPlugin
 __all__ = ["DRIVER_GROUP", "PluginLoadError", "load_plugins"]
 
 DRIVER_GROUP = "edge_agent.drivers"
-log = logging.getLogger("agent.config.plugins")
+log = logging.getLogger("agent.registry")
 
 
 class PluginLoadError(Exception):

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricsPublisher"]
 
-log = logging.getLogger("agent.management.metrics_report")
+log = logging.getLogger("agent.management.metrics")
 
 
 class MetricsPublisher:

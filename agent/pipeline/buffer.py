@@ -32,7 +32,7 @@ from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["Buffer", "BufferStats", "StoredBatch"]
 
-log = logging.getLogger("agent.pipeline.buffer")
+log = logging.getLogger("agent.buffer")
 T = TypeVar("T")
 
 # Room for {"gateway":..,"device":..,"seq":<20 digits>,"samples":} around a batch.

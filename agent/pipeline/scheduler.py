@@ -31,7 +31,7 @@ from agent.sdk.readings import Sample
 
 __all__ = ["DeviceRunner", "Scheduler", "Sink"]
 
-log = logging.getLogger("agent.pipeline.scheduler")
+log = logging.getLogger("agent.scheduler")
 
 Sink = Callable[[str, list[Sample]], None]
 HeartbeatFactory = Callable[[str, float], Callable[[], None]]

@@ -29,7 +29,7 @@ from agent.sdk.counters import UplinkCounters
 
 __all__ = ["Handler", "Uplink"]
 
-log = logging.getLogger("agent.pipeline.uplink")
+log = logging.getLogger("agent.uplink")
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 

@@ -30,7 +30,7 @@ from agent.sdk.readings import Sample
 
 __all__ = ["Agent"]
 
-log = logging.getLogger("agent.runtime.agent")
+log = logging.getLogger("agent.app")
 
 
 def _usable_plugins() -> dict[str, DriverPlugin]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 __all__ = ["Notifier", "Watchdog"]
 
-log = logging.getLogger("agent.runtime.systemd")
+log = logging.getLogger("agent.systemd")
 
 
 class Notifier:

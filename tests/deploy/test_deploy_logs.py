@@ -40,7 +40,7 @@ def _setup(fmt: str, level: str = "debug") -> io.StringIO:
 
 def test_text_line_shape() -> None:
     out = _setup("text")
-    logging.getLogger("agent.pipeline.scheduler").info("started %d devices", 3)
+    logging.getLogger("agent.scheduler").info("started %d devices", 3)
     logging.getLogger("drivers.modbus.driver").warning(
         "timeout reading %s", "HR100", extra={"device": "press-1"}
     )
@@ -52,7 +52,7 @@ def test_text_line_shape() -> None:
 
 def test_json_lines_parse() -> None:
     out = _setup("json")
-    log = logging.getLogger("agent.pipeline.uplink")
+    log = logging.getLogger("agent.uplink")
     log.info('connected to "broker"', extra={"device": None})
     try:
         raise ConnectionError("broken pipe")
@@ -62,7 +62,7 @@ def test_json_lines_parse() -> None:
     assert len(lines) == 2, "a traceback must stay inside its JSON line"
     first, second = (json.loads(line) for line in lines)
     assert set(first) == {"ts", "level", "logger", "message", "device", "exc"}
-    assert first["level"] == "info" and first["logger"] == "agent.pipeline.uplink"
+    assert first["level"] == "info" and first["logger"] == "agent.uplink"
     assert first["message"] == 'connected to "broker"'
     assert first["device"] is None and first["exc"] is None
     assert re.fullmatch(ISO, first["ts"])
@@ -144,7 +144,7 @@ _CHILD = textwrap.dedent(
     import logging
     from agent.runtime.logs import setup_logging
     setup_logging("info")
-    log = logging.getLogger("agent.pipeline.uplink")
+    log = logging.getLogger("agent.uplink")
     log.warning("lost broker", extra={"device": "press-1"})
     try:
         1 / 0

@@ -170,7 +170,7 @@ async def test_watchdog_stops_when_a_loop_hangs(
             beat()
             await asyncio.sleep(0.02)
 
-    caplog.set_level(logging.INFO, logger="agent.runtime.systemd")
+    caplog.set_level(logging.INFO, logger="agent.systemd")
     tasks = [
         asyncio.create_task(loop("poll press-1")),
         asyncio.create_task(loop("uplink")),

@@ -169,7 +169,7 @@ class Collector:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def json_payloads(self, suffix: str = "") -> list[dict[str, object]]:
+    def json_payloads(self, suffix: str = "") -> list[dict[str, Any]]:
         import json
 
         return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]

@@ -126,7 +126,7 @@ class Metrics:
 def tags_per_s(a: dict[str, Any], b: dict[str, Any], tags: int) -> float:
     polls = sum(d["polls"] for d in b["devices"].values()) - sum(
         a["devices"].get(n, {}).get("polls", 0) for n in b["devices"])
-    return polls * tags / ((b["ts"] - a["ts"]) / 1000)
+    return float(polls * tags / ((b["ts"] - a["ts"]) / 1000))
 
 
 async def one_run(args: argparse.Namespace, nodelay: bool) -> dict[str, Any]:

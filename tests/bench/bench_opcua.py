@@ -1,3 +1,6 @@
+# asyncua annotates its constructors with NewTypes (ua.Int16, ua.String, ...) and
+# re-exports without __all__; plain ints/strs are what it takes at run time.
+# mypy: disable-error-code="arg-type, attr-defined, method-assign, call-overload"
 """OPC UA driver benchmark: poll CPU, subscribe throughput, restart recovery.
 
 Run: .venv/bin/python tests/bench/bench_opcua.py [--rounds 5] [--nodes 1000]

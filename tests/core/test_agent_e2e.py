@@ -49,7 +49,7 @@ def stored_seqs(state: Path) -> tuple[set[int], int]:
 
 
 def delivered(col: Collector) -> dict[int, dict[str, Any]]:
-    return {int(p["seq"]): p for p in col.json_payloads() if "seq" in p}  # type: ignore[call-overload]
+    return {int(p["seq"]): p for p in col.json_payloads() if "seq" in p}
 
 
 async def test_kill_9_mid_stream_loses_nothing_committed(broker: Broker, tmp_path: Path) -> None:

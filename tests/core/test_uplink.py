@@ -55,7 +55,7 @@ async def test_broker_restart_mid_stream_delivers_everything_in_order(
             await async_wait_until(lambda: buffer.stats.batches == 0, 60, "backlog drained")
 
             def seqs() -> set[int]:
-                return {int(p["seq"]) for p in col.json_payloads() if "seq" in p}  # type: ignore[call-overload]
+                return {int(p["seq"]) for p in col.json_payloads() if "seq" in p}
 
             await async_wait_until(lambda: seqs() >= set(range(1, last + 1)), 30,
                                    "every seq at the subscriber")
@@ -68,12 +68,12 @@ async def test_broker_restart_mid_stream_delivers_everything_in_order(
         data = col.json_payloads("/data/d1") + col.json_payloads("/data/d2")
         by_seq = {p["seq"]: p for p in data}  # duplicates (at least once) collapse by seq
         assert sorted(by_seq) == list(range(1, last + 1)), "a gap in seq"
-        got = sorted(int(s["values"]["n"]) for p in by_seq.values() for s in p["samples"])  # type: ignore[index,union-attr]
+        got = sorted(int(s["values"]["n"]) for p in by_seq.values() for s in p["samples"])
         assert got == sorted(produced), "a reading was lost or duplicated"
         for dev in ("d1", "d2"):
             ordered = [int(s["values"]["n"]) for p in sorted(
-                (p for p in by_seq.values() if p["device"] == dev), key=lambda p: p["seq"])  # type: ignore[arg-type,return-value]
-                for s in p["samples"]]  # type: ignore[attr-defined]
+                (p for p in by_seq.values() if p["device"] == dev), key=lambda p: p["seq"])
+                for s in p["samples"]]
             assert ordered == sorted(ordered), f"{dev} out of order"
         states = [json.loads(p) for t, p, _ in col.messages if t.endswith("/state")]
         assert states and states[-1]["status"] == "online"

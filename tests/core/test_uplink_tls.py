@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.core.tls_certs import make_pki
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> tuple[Broker, int, dict[str, Path]]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, int, dict[str, Path]]]:
     pki = make_pki(tmp_path)
     passwd = tmp_path / "passwd"
     passwd.write_text("")

@@ -13,8 +13,8 @@ from typing import Any
 import aiomqtt
 
 from drivers.modbus.simulator import simulate
-from tests.conftest import Broker, Collector, async_wait_until
-from tests.management.conftest import BASE, Running, fast, payloads, running_agent
+from tests.conftest import Broker, Collector, async_wait_until, fast
+from tests.management.conftest import BASE, Running, payloads, running_agent
 
 
 async def test_ping_status_config_get_buffer_stats(gateway: Running) -> None:

@@ -114,7 +114,7 @@ async def test_twenty_devices_one_changed_the_others_miss_no_poll(broker: Broker
     import contextlib
 
     from drivers.modbus.simulator import simulate
-    from tests.management.conftest import fast
+    from tests.conftest import fast
 
     async with contextlib.AsyncExitStack() as stack:
         template = fast(await simulate(stack, tmp_path), poll="500ms")[0]

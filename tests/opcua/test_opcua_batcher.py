@@ -1,3 +1,6 @@
+# asyncua annotates its constructors with NewTypes (ua.Int16, ua.String, ...) and
+# re-exports without __all__; plain ints/strs are what it takes at run time.
+# mypy: disable-error-code="arg-type, attr-defined"
 """Publish responses to samples, with asyncua's own message types (no server)."""
 
 from __future__ import annotations

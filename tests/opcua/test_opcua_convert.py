@@ -1,3 +1,6 @@
+# asyncua annotates its constructors with NewTypes (ua.Int16, ua.String, ...) and
+# re-exports without __all__; plain ints/strs are what it takes at run time.
+# mypy: disable-error-code="arg-type, attr-defined"
 """Value conversion with asyncua's own types (no server needed)."""
 
 from __future__ import annotations

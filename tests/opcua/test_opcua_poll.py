@@ -1,3 +1,6 @@
+# asyncua annotates its constructors with NewTypes (ua.Int16, ua.String, ...) and
+# re-exports without __all__; plain ints/strs are what it takes at run time.
+# mypy: disable-error-code="arg-type, attr-defined, method-assign, call-overload"
 """Poll mode against a real asyncua server: types, statuses, chunking, writes."""
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ async def test_writes_coerce_check_range_and_read_back(
     try:
         assert await drv.write("Setpoint", 250) == 250
         assert await drv.write("Setpoint", 12.0) == 12  # a whole float is an integer
-        assert (await sim.nodes["Setpoint"].read_data_value()).Value.VariantType == VT.Int16
+        variant = (await sim.nodes["Setpoint"].read_data_value()).Value
+        assert variant is not None and variant.VariantType == VT.Int16
         for bad, why in [(40000, "outside -32768..32767"), (1.5, "not a whole number"),
                          (True, "a boolean is not a number"), ("7", "not a number")]:
             with pytest.raises(WriteRefused, match=why):

@@ -130,6 +130,7 @@ async def test_changed_certificate_after_first_use_is_refused(
         assert (await drv.read()).values == {"a": 1.0}
         await drv.close()
         pins = list((context.state_dir / "opcua" / "trusted").iterdir())
+        assert sim.certificate is not None
         assert len(pins) == 1 and pins[0].read_bytes() == sim.certificate.read_bytes()
         await sim.stop()
         # Same address, new certificate: an impostor or a re-installed server.

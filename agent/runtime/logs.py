@@ -183,7 +183,7 @@ def _clear_secrets() -> None:
 
 
 def _component(name: str) -> str:
-    # "agent.pipeline.scheduler" -> "scheduler", "drivers.modbus.driver" ->
+    # "agent.scheduler" -> "scheduler", "drivers.modbus.driver" ->
     # "modbus.driver": the package prefix is the same on every line.
     for prefix in ("agent.", "drivers."):
         if name.startswith(prefix):

@@ -221,8 +221,13 @@ def parse_site(text: str, source: str | None = None) -> Site:
         problems.append(Problem(line_of(root, loc), format_loc(loc), message))
 
     resolve_references(root, report)
-    config = _validate(SiteConfig, root, root, (), problems)
     raw_devices = root.get("devices") or []
+    # Devices are validated one by one below, each with its driver's model;
+    # the core model only sees their count, so the validated site keeps no
+    # reference to the parsed tree (with positions: ~1 KB per tag).
+    core = {k: v for k, v in root.items() if k != "devices"}
+    core["devices"] = [None] * len(raw_devices) if isinstance(raw_devices, list) else raw_devices
+    config = _validate(SiteConfig, core, root, (), problems)
     devices, warnings = (
         _validate_devices(raw_devices, root, problems) if isinstance(raw_devices, list) else ([], [])
     )

@@ -105,5 +105,6 @@ class SiteConfig(StrictModel):
     buffer: BufferConfig = BufferConfig()
     management: ManagementConfig = ManagementConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Validated one by one with each device's driver model.
-    devices: list[dict[str, Any]] = Field(default_factory=list)
+    # Validated one by one with each device's driver model (``Site.devices``);
+    # here only its shape is checked and nothing of it is kept.
+    devices: list[None] = Field(default_factory=list)

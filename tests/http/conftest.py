@@ -94,7 +94,7 @@ async def running_agent(broker: Broker, tmp_path: Path,
         task = asyncio.create_task(agent.run())
         try:
             await async_wait_until(lambda: agent.uplink.counters.connected, 30, "uplink up")
-            yield Running(agent, f"http://127.0.0.1:{port}", devices, broker)
+            yield Running(agent, f"http://{http['listen']}", devices, broker)
         finally:
             agent.stop()
             await asyncio.wait_for(task, 30)

@@ -56,7 +56,7 @@ async def test_metric_names_types_and_labels(running: Running) -> None:
             if s.name.startswith("edge_agent_device_"):
                 assert s.labels["device"] in {"sim-press", "dead-1"}
                 assert s.labels["driver"] == "modbus"
-    build = [s for s in m["edge_agent_build_info"].samples][0]
+    build = m["edge_agent_build_info"].samples[0]
     assert build.labels["config_hash"] == running.agent.site.hash
     assert value(m, "edge_agent_device_up", device="sim-press") == 1
     assert value(m, "edge_agent_device_up", device="dead-1") == 0

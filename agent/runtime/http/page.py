@@ -63,7 +63,8 @@ e(i.driver||'')+'</span> <span class="st '+s+'">'+s+'</span><br><span class="mut
 e(c.polls)+', errors '+e(c.errors)+', last good '+e(t(c.last_good_ms))+'</span>';
 if(c.last_error)h+='<br><span class="bad">last error: '+e(c.last_error)+'</span>';
 h+='<table><tr><th>tag</th><th class="num">value</th><th>unit</th><th>quality</th></tr>';
-Object.keys(l.values).forEach(function(k){var q=bad[k]?'<span class="bad">bad: '+e(bad[k])+'</span>':
+Object.keys(l.values).forEach(function(k){var q=bad[k]?'<span class="bad">bad'+
+(bad[k]===c.last_error?'':': '+e(bad[k]))+'</span>':
 unc[k]?'<span class="unc">uncertain: '+e(unc[k])+'</span>':'good';
 h+='<tr data-tag="'+e(k)+'"><td>'+e(k)+'</td><td class="num">'+e(val(l.values[k]))+'</td><td>'+
 e(units[k]||'')+'</td><td>'+q+'</td></tr>';});
@@ -156,7 +157,9 @@ def _device(name: str, d: dict[str, Any]) -> str:
     h += '<table><tr><th>tag</th><th class="num">value</th><th>unit</th><th>quality</th></tr>'
     for tag, value in latest["values"].items():
         if tag in bad:
-            q = f'<span class="bad">bad: {escape(bad[tag])}</span>'
+            # The device's own error is shown once above, not on every tag.
+            why = "" if bad[tag] == c.get("last_error") else f": {escape(bad[tag])}"
+            q = f'<span class="bad">bad{why}</span>'
         elif tag in unc:
             q = f'<span class="unc">uncertain: {escape(unc[tag])}</span>'
         else:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["http_service"]
 
-log = logging.getLogger("agent.runtime.http")
+log = logging.getLogger("agent.http")
 
 # A port taken by another program: try again now and then, never give up
 # (and never take the agent down: this is a convenience, not the pipeline).

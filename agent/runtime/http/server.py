@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpServer", "Shared", "status_data"]
 
-log = logging.getLogger("agent.runtime.http")
+log = logging.getLogger("agent.http")
 
 MAX_HEAD = 16 * 1024  # request line + headers
 READ_TIMEOUT = 10.0

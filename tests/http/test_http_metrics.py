@@ -74,9 +74,13 @@ async def test_metric_names_types_and_labels(running: Running) -> None:
 async def test_values_move_between_scrapes(running: Running) -> None:
     first = await scrape(running)
     polls = running.agent.scheduler.runners["sim-press"].counters
+    dead = running.agent.scheduler.runners["dead-1"].counters
     target = polls.polls + 3
-    await async_wait_until(lambda: polls.polls >= target
-                           and running.agent.uplink.counters.acked >= 2, 30, "more polls")
+    # The dead device retries with a backoff of up to 4 s: each retry is an error.
+    dead_target = value(first, "edge_agent_device_errors", "_total", device="dead-1") + 1
+    acked = value(first, "edge_agent_uplink_messages_acked", "_total")
+    await async_wait_until(lambda: polls.polls >= target and dead.errors >= dead_target
+                           and running.agent.uplink.counters.acked > acked, 30, "more polls")
     second = await scrape(running)
 
     def moved(name: str, suffix: str = "", **labels: str) -> bool:

@@ -97,3 +97,17 @@ async def test_values_move_between_scrapes(running: Running) -> None:
     assert value(second, "edge_agent_device_read_duration_seconds", "_count", device="dead-1") == 0
     assert not [s for s in second["edge_agent_device_last_success_timestamp_seconds"].samples
                 if s.labels["device"] == "dead-1"]
+
+
+async def test_active_alarms_hook(running: Running) -> None:
+    # Stand-in for the processing stage's alarms (branch analytics), in its shape.
+    alarm = {"alarm": "oil_hot", "tag": "oil_temp", "since": 1, "value": 91.5, "limit": 90,
+             "severity": "high"}
+    running.agent.processing.active_alarms = (  # type: ignore[attr-defined]
+        lambda: {"sim-press": [alarm, {**alarm, "alarm": "oil_very_hot"}]})
+    m = await scrape(running)
+    assert m["edge_agent_alarms_active"].type == "gauge"
+    assert value(m, "edge_agent_alarms_active", device="sim-press") == 2
+    assert value(m, "edge_agent_alarms_active", device="dead-1") == 0
+    status = (await get(running.base + "/api/status")).json()
+    assert status["alarms"] == {"sim-press": [alarm, {**alarm, "alarm": "oil_very_hot"}]}

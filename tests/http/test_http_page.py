@@ -59,7 +59,16 @@ async def test_page_in_headless_chromium(running: Running, tmp_path: Path) -> No
     before = cycles_in(served)
     assert device_state(served, "dead-1") == "down"  # readable without JavaScript too
 
+    assert "not available on this agent" in served
+    # Stand-in for the processing stage's alarms (branch analytics), in its
+    # shape: {device: [alarm, ...]}; the refreshed page must show it.
+    alarm = {"alarm": "oil_hot", "tag": "oil_temp", "since": 1_700_000_000_000, "value": 91.5,
+             "limit": 90, "severity": "high"}
+    running.agent.processing.active_alarms = lambda: {"sim-press": [alarm]}  # type: ignore[attr-defined]
+
     dom = (await chromium(tmp_path, running.base + "/", "--dump-dom")).decode()
+    assert re.search(r"<tr><td>sim-press</td><td>oil_hot</td><td>oil_temp</td><td>high</td>"
+                     r'<td class="num">91.5</td><td>2023-11-14 22:13:20 UTC</td></tr>', dom), dom
     refreshes = re.search(r'data-refreshes="(\d+)"', dom)
     assert refreshes and int(refreshes.group(1)) >= 1, "the page did not refresh itself"
     assert device_state(dom, "sim-press") == "up"

@@ -98,7 +98,8 @@ def test_page_escapes_values() -> None:
         "device_info": {"d": {"driver": "serial", "units": {"t": evil}}},
         "latest": {"d": {"ts": 0, "values": {"t": evil}}},
         "problems": [{"ts_ms": 0, "level": "error", "message": evil}],
-        "alarms": [{"device": "d", "alarm": evil, "tag": "t", "severity": "high", "value": 1}],
+        "alarms": {"d": [{"alarm": evil, "tag": "t", "severity": "high", "value": 1,
+                          "since": 0}]},
     })
     assert evil not in html and html.count("&lt;script&gt;") == 5
     assert html.count("<script>") == 1  # the page's own

@@ -28,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.runtime.http.page import alarm_rows
 from agent.sdk.counters import LATENCY_BUCKETS_MS
 
 if TYPE_CHECKING:
@@ -148,10 +149,9 @@ class AgentCollector(Collector):
         if not callable(active):
             return
         per_device: dict[str, int] = dict.fromkeys(self.agent.scheduler.runners, 0)
-        for alarm in active():
-            device = alarm.get("device") if isinstance(alarm, dict) else None
-            if isinstance(device, str) and device in per_device:
-                per_device[device] += 1
+        for alarm in alarm_rows(active()):
+            if alarm["device"] in per_device:
+                per_device[alarm["device"]] += 1
         gauge = GaugeMetricFamily("edge_agent_alarms_active", "Alarms currently raised",
                                   labels=["device"])
         for device, n in per_device.items():

@@ -16,7 +16,7 @@ import time
 from html import escape
 from typing import Any
 
-__all__ = ["CSP", "render_page"]
+__all__ = ["CSP", "alarm_rows", "render_page"]
 
 REFRESH_S = 5
 
@@ -46,6 +46,9 @@ return String(Math.round(v*1e4)/1e4);return typeof v==='object'?JSON.stringify(v
 function state(c){if(c.connected)return 'up';return (c.errors>0?'down':'starting');}
 function kv(rows){return '<table>'+rows.map(function(r){return '<tr><th>'+e(r[0])+'</th><td>'+
 r[1]+'</td></tr>';}).join('')+'</table>';}
+function alarmRows(x){if(Array.isArray(x))return x.filter(function(a){return a&&a.device;});
+var out=[];Object.keys(x||{}).sort().forEach(function(dev){(x[dev]||[]).forEach(function(a){
+var r={};for(var k in a)r[k]=a[k];r.device=dev;out.push(r);});});return out;}
 function render(d){
 var u=d.uplink,b=d.buffer,h='';
 h+='<h2>Uplink</h2>'+kv([['broker',e(d.broker)],['state','<span class="st '+(u.connected?'up':'down')+
@@ -71,10 +74,10 @@ e(units[k]||'')+'</td><td>'+q+'</td></tr>';});
 h+='</table></div>';});
 h+='<h2>Active alarms</h2>';
 if(!('alarms' in d))h+='<p class="muted">not available on this agent</p>';
-else if(!d.alarms.length)h+='<p class="muted">none</p>';
-else h+='<table>'+d.alarms.map(function(a){return '<tr><td>'+e(a.device)+'</td><td>'+
-e(a.alarm||a.name)+'</td><td>'+e(a.tag)+'</td><td>'+e(a.severity)+'</td><td class="num">'+
-e(val(a.value))+'</td><td>'+e(t(a.ts))+'</td></tr>';}).join('')+'</table>';
+else{var rows=alarmRows(d.alarms);if(!rows.length)h+='<p class="muted">none</p>';
+else h+='<table>'+rows.map(function(a){return '<tr><td>'+e(a.device)+'</td><td>'+
+e(a.alarm)+'</td><td>'+e(a.tag)+'</td><td>'+e(a.severity)+'</td><td class="num">'+
+e(val(a.value))+'</td><td>'+e(t(a.since))+'</td></tr>';}).join('')+'</table>';}
 h+='<h2>Recent problems</h2>';
 var p=(d.problems||[]).slice().reverse();if(!p.length)h+='<p class="muted">none</p>';
 else h+='<table>'+p.map(function(x){return '<tr><td>'+e(t(x.ts_ms))+'</td><td class="bad">'+
@@ -103,6 +106,14 @@ CSP = (f"default-src 'none'; style-src {_hash(_STYLE)}; script-src {_hash(_SCRIP
 
 
 # -- the Python mirror of render() above: the page without JavaScript ----
+def alarm_rows(alarms: Any) -> list[dict[str, Any]]:
+    """The processing stage's ``{device: [alarm, ...]}`` as one list with ``device`` set."""
+    if isinstance(alarms, dict):
+        return [{**a, "device": dev} for dev, items in sorted(alarms.items()) for a in items
+                if isinstance(a, dict)]
+    return [a for a in alarms or [] if isinstance(a, dict) and "device" in a]
+
+
 def _t(ms: int | None) -> str:
     return "-" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
@@ -191,15 +202,15 @@ def _sections(d: dict[str, Any]) -> str:
     h += "<h2>Active alarms</h2>"
     if "alarms" not in d:
         h += '<p class="muted">not available on this agent</p>'
-    elif not d["alarms"]:
+    elif not (rows := alarm_rows(d["alarms"])):
         h += '<p class="muted">none</p>'
     else:
         h += "<table>" + "".join(
-            f'<tr><td>{escape(str(a.get("device", "")))}</td>'
-            f'<td>{escape(str(a.get("alarm") or a.get("name") or ""))}</td>'
+            f'<tr><td>{escape(str(a["device"]))}</td>'
+            f'<td>{escape(str(a.get("alarm") or ""))}</td>'
             f'<td>{escape(str(a.get("tag", "")))}</td><td>{escape(str(a.get("severity", "")))}</td>'
-            f'<td class="num">{escape(_val(a.get("value")))}</td><td>{_t(a.get("ts"))}</td></tr>'
-            for a in d["alarms"]) + "</table>"
+            f'<td class="num">{escape(_val(a.get("value")))}</td><td>{_t(a.get("since"))}</td></tr>'
+            for a in rows) + "</table>"
     h += "<h2>Recent problems</h2>"
     problems = list(reversed(d.get("problems", [])))
     h += ("<table>" + "".join(

@@ -80,11 +80,11 @@ def status_data(agent: Agent, shared: Shared) -> dict[str, Any]:
         },
         "problems": shared.problems.items(),
     }
-    # The processing stage exposes active alarms once it has them (the
-    # analytics work); until then the page says "not available".
+    # Active alarms, {device: [alarm, ...]}, once the processing stage has
+    # them (the analytics work); until then the page says "not available".
     active = getattr(agent.processing, "active_alarms", None)
     if callable(active):
-        extra["alarms"] = list(active())
+        extra["alarms"] = active()
     data: dict[str, Any] = _finite(snapshot(agent, shared.cpu, **extra))
     return data
 

@@ -41,7 +41,7 @@ MAX_CONNECTIONS = 16
 # The label values of edge_agent_http_requests_total: fixed, never the raw path.
 ROUTES = ("/", "/metrics", "/api/status")
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             405: "Method Not Allowed", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
@@ -159,6 +159,10 @@ class HttpServer:
         self.shared.requests[path if path in ROUTES else "other"] += 1
         if method not in ("GET", "HEAD"):
             return 405, b"read-only: GET only\n", text, {"Allow": "GET, HEAD"}
+        if path == "/favicon.ico":
+            # Browsers ask for it without the page's ?token=: answering before
+            # the check keeps the unauthorized counter about real refusals.
+            return 204, b"", text, {}
         if not token_ok(self.token, headers, query):
             self.shared.unauthorized += 1
             return 401, b"token required\n", text, {"WWW-Authenticate": 'Bearer realm="edge-agent"'}

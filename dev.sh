@@ -4,7 +4,7 @@
 #   ./dev.sh test [pytest options] the test suite against real peers
 #   ./dev.sh lint                  ruff + mypy
 # It creates .venv and installs the project (again only when pyproject.toml
-# changed), and installs Mosquitto and socat for the tests when missing.
+# changed), and installs Mosquitto, socat and Chromium for the tests when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,6 +33,8 @@ ensure_venv() {
 ensure_test_tools() {
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
     command -v socat >/dev/null || apt_install socat
+    # The status page is tested in a real (headless) browser.
+    command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
 cmd=${1:-}

@@ -6,6 +6,7 @@ Defaults live here and only here.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from agent.sdk.types import ByteSize, Duration, Secret, check_url
 __all__ = [
     "BufferConfig",
     "GatewayConfig",
+    "HttpConfig",
     "ManagementConfig",
     "MqttConfig",
     "SiteConfig",
@@ -99,11 +101,49 @@ class ManagementConfig(StrictModel):
     command_rate: float = Field(20.0, gt=0, description="Commands accepted per second (burst x2)")
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port), or ValueError."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:9180, not {listen!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve anywhere: treat it as exposed
+
+
+class HttpConfig(StrictModel):
+    # token is declared first so that listen's check below sees it.
+    token: Secret | None = Field(None, description="${file:..}: required off loopback")
+    listen: str = Field("127.0.0.1:9180", validate_default=True,
+                        description="host:port of the metrics endpoint and status page")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str, info: Any) -> str:
+        host, _ = split_listen(listen)
+        # A token that failed its own check is absent from info.data: that
+        # error is reported on its line already.
+        if "token" in info.data and info.data["token"] is None and not is_loopback(host):
+            raise ValueError(f"{host} is not a loopback address: set http.token "
+                             "(${file:/path}) or listen on 127.0.0.1")
+        return listen
+
+
 class SiteConfig(StrictModel):
     gateway: GatewayConfig
     uplink: UplinkConfig
     buffer: BufferConfig = BufferConfig()
     management: ManagementConfig = ManagementConfig()
+    # Local metrics endpoint and status page; off when left out.
+    http: HttpConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Validated one by one with each device's driver model (``Site.devices``);
     # here only its shape is checked and nothing of it is kept.

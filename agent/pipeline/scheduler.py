@@ -150,8 +150,7 @@ class DeviceRunner:
         latency = (time.perf_counter() - started) * 1000
         c = self.counters
         c.polls += 1
-        c.last_latency_ms = round(latency, 2)
-        c.latency_sum_ms += latency
+        c.observe_latency(latency)
         if len(sample.bad) < len(sample.values) or not sample.values:
             c.last_good_ms = sample.ts
         if sample.bad:

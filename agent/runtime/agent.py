@@ -24,6 +24,7 @@ from agent.pipeline.buffer import Buffer
 from agent.pipeline.processing import Processing
 from agent.pipeline.scheduler import Scheduler
 from agent.pipeline.uplink import Uplink
+from agent.runtime.http import http_service
 from agent.runtime.systemd import Notifier, Watchdog
 from agent.sdk.driver import DriverPlugin
 from agent.sdk.readings import Sample
@@ -69,7 +70,8 @@ class Agent:
                                    sink=self._sink, heartbeat=self.watchdog.heartbeat,
                                    unregister=self.watchdog.unregister)
         #: Extra long-running jobs (management) started with the agent.
-        self.services: list[Callable[[Agent], Coroutine[Any, Any, None]]] = []
+        # The local HTTP endpoint idles (its server not even imported) without `http:`.
+        self.services: list[Callable[[Agent], Coroutine[Any, Any, None]]] = [http_service]
         #: Called with the new site after a successful reload/apply.
         self.on_reload: list[Callable[[Site], Awaitable[None]]] = []
 

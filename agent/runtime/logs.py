@@ -45,6 +45,7 @@ from agent.sdk.types import SecretText
 __all__ = [
     "JsonFormatter",
     "TextFormatter",
+    "redact",
     "register_secret",
     "register_secrets_from",
     "set_level",
@@ -175,6 +176,11 @@ def register_secrets_from(tree: object) -> int:
         elif isinstance(node, list | tuple | set | frozenset):
             stack.extend(node)
     return found
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    return _secrets.redact(text)
 
 
 def _clear_secrets() -> None:

@@ -94,11 +94,11 @@ async def running_agent(broker: Broker, tmp_path: Path,
         agent = Agent(site, tmp_path / "state")
         task = asyncio.create_task(agent.run())
         try:
-            await async_wait_until(lambda: agent.uplink.counters.connected, 30, "uplink up")
+            await async_wait_until(lambda: agent.uplink.counters.connected, 60, "uplink up")
             yield Running(agent, f"http://{http['listen']}", devices, broker)
         finally:
             agent.stop()
-            await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(task, 60)
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ async def running(broker: Broker, tmp_path: Path) -> AsyncIterator[Running]:
         await async_wait_until(lambda: runners["sim-press"].counters.polls >= 3
                                and runners["dead-1"].counters.errors >= 1, 30,
                                "a live and a dead device")
-        await async_wait_until(lambda: _answers(r.base), 30, "the http endpoint")
+        await async_wait_until(lambda: _answers(r.base), 60, "the http endpoint")
         yield r
 
 

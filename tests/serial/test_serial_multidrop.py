@@ -182,4 +182,4 @@ async def test_joining_a_port_that_fails_to_open(tmp_path: Path) -> None:
     one, two = drivers_on_one_bus(tmp_path, addressed(missing, "01"), addressed(missing, "02"))
     results = await asyncio.gather(one.connect(), two.connect(), return_exceptions=True)
     assert all(isinstance(r, DeviceUnavailable) and "No such file" in str(r) for r in results)
-    assert one.context.shared["lines"] == {}
+    assert len(one.context.links) == 0

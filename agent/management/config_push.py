@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config.load import ConfigErrors, parse_site
 from agent.management.protocol import CommandError
-from agent.runtime.reload import ApplyFailed
+from agent.runtime.reload import ApplyFailed, load_registered
 
 if TYPE_CHECKING:
     from agent.management.service import Call
@@ -33,7 +33,8 @@ async def apply_config(control: AgentControl, call: Call) -> Any:
     try:
         # In a thread: validating a big site takes long enough (seconds for
         # 10,000 tags) to make every device on this loop miss a poll.
-        site = await asyncio.to_thread(parse_site, text, control.site_path)
+        site = await asyncio.to_thread(
+            load_registered, lambda: parse_site(text, control.site_path))
     except ConfigErrors as err:
         lines = await control.refuse(err)
         log.warning("pushed config rejected (%d problem(s)); nothing changed:\n%s",

@@ -220,3 +220,33 @@ async def test_apply_with_a_driver_that_cannot_build_changes_nothing(tmp_path: P
         assert all(not r.task.done() for r in sched._running.values())
     finally:
         await sched.stop_all()
+
+
+async def test_the_watchdog_watches_the_buffer_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.pipeline.buffer import Buffer
+    from agent.runtime.systemd import Notifier, Watchdog
+
+    watchdog = Watchdog(Notifier(None), 30.0)
+    buffer = Buffer(tmp_path / "buffer.sqlite", max_size=1 << 20, max_age=3600.0,
+                    max_message=1 << 16, commit_interval=0.05)
+    buffer.heartbeat = watchdog.heartbeat("buffer", 0.5)
+    await buffer.open()
+    task = asyncio.create_task(buffer.run())
+    try:
+        await asyncio.sleep(1.0)
+        assert watchdog.stale() == [], "a committing buffer is fresh"
+        hung = asyncio.Event()
+
+        async def stuck_commit() -> int:
+            await hung.wait()  # a disk that never answers
+            return 0
+
+        monkeypatch.setattr(buffer, "commit", stuck_commit)
+        await async_wait_until(lambda: watchdog.stale() == ["buffer"], 10, "the buffer stale")
+        assert not watchdog.check(), "no keep-alive while the buffer writer hangs"
+        hung.set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await buffer.close()

@@ -126,6 +126,11 @@ class ConfigLifecycle:
         try:
             try:
                 await self._start()
+            except Exception:
+                # A state directory that refuses writes must not stop the agent:
+                # it runs on, without the safety net, and says so.
+                log.exception("config probation could not start; running %s without it",
+                              self.agent.site.hash)
             finally:
                 self._started.set()
             await asyncio.Event().wait()
@@ -177,6 +182,12 @@ class ConfigLifecycle:
         self.probation = None
 
     async def _watch_probation(self, site: Site, after: float) -> None:
+        try:
+            await self._judge(site, after)
+        except Exception:
+            log.exception("probation of config %s failed; it stays on probation", site.hash)
+
+    async def _judge(self, site: Site, after: float) -> None:
         await asyncio.sleep(after)
         if not self._link_seen:
             if self.good is not None and uplink_key(site) != uplink_key(self.good):

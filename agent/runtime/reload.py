@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ApplyFailed", "ConfigLifecycle", "load_registered", "uplink_key"]
 
-log = logging.getLogger("agent.runtime.reload")
+log = logging.getLogger("agent.reload")
 
 #: Called with the reply-to-be just before a change of uplink settings takes
 #: effect (the current session is about to end: answer while it exists).

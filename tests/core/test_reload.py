@@ -161,7 +161,7 @@ async def test_a_config_is_last_good_only_after_its_probation_at_start_and_on_si
             assert agent.lifecycle.pending
             assert not (state / LAST_GOOD).exists()
             assert (state / PENDING).read_text() == first.text
-            await async_wait_until(lambda: (state / LAST_GOOD).exists(), 30, "the promotion")
+            await async_wait_until(lambda: not agent.lifecycle.pending, 30, "the promotion")
             assert time.monotonic() - t0 >= 5, "promoted before its 5 s probation"
             assert (state / LAST_GOOD).read_text() == first.text
             assert read_probation(state) is None and not (state / PENDING).exists()
@@ -171,12 +171,13 @@ async def test_a_config_is_last_good_only_after_its_probation_at_start_and_on_si
             gw.write(obj)
             t1 = time.monotonic()
             gw.sighup()
-            await async_wait_until(lambda: agent.site.hash != first.hash, 30, "the reload")
+            await async_wait_until(lambda: agent.site.hash != first.hash
+                                   and agent.lifecycle.pending, 30, "the reload, on probation")
             second = agent.site
             marker = read_probation(state)
             assert marker is not None and marker["hash"] == second.hash
             assert (state / LAST_GOOD).read_text() == first.text, "promoted on arrival"
-            await async_wait_until(lambda: (state / LAST_GOOD).read_text() == second.text, 30,
-                                   "the second promotion")
+            await async_wait_until(lambda: not agent.lifecycle.pending, 30, "the second promotion")
+            assert (state / LAST_GOOD).read_text() == second.text
             assert time.monotonic() - t1 >= 5, "promoted before its 5 s probation"
             assert read_probation(state) is None

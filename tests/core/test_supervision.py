@@ -224,8 +224,11 @@ async def test_apply_with_a_driver_that_cannot_build_changes_nothing(tmp_path: P
 
 async def test_the_watchdog_watches_the_buffer_writer(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.pipeline import buffer as buffer_mod
     from agent.pipeline.buffer import Buffer
     from agent.runtime.systemd import Notifier, Watchdog
+
+    monkeypatch.setattr(buffer_mod, "_IDLE_BEAT", 0.1)  # an idle writer beats too
 
     watchdog = Watchdog(Notifier(None), 30.0)
     buffer = Buffer(tmp_path / "buffer.sqlite", max_size=1 << 20, max_age=3600.0,
@@ -243,6 +246,7 @@ async def test_the_watchdog_watches_the_buffer_writer(
             return 0
 
         monkeypatch.setattr(buffer, "commit", stuck_commit)
+        buffer.add("press", [Sample(ts=now_ms(), values={"x": 1})])  # work for the writer
         await async_wait_until(lambda: watchdog.stale() == ["buffer"], 10, "the buffer stale")
         assert not watchdog.check(), "no keep-alive while the buffer writer hangs"
         hung.set()

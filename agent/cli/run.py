@@ -8,34 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from agent.config.load import ConfigErrors, Site, load_site, parse_site
-from agent.config.store import LAST_GOOD, on_probation, save_last_good
+from agent.config.load import ConfigErrors
+from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from, setup_logging
 
 __all__ = ["run_agent"]
 
 log = logging.getLogger("agent.run")
-
-def _load_with_fallback(config: Path, state_dir: Path) -> tuple[Site, str | None]:
-    """The site file, else the last good one (with the reason), else raise."""
-    try:
-        return load_site(config), None
-    except ConfigErrors as err:
-        last_good = state_dir / LAST_GOOD
-        if not last_good.exists():
-            raise
-        try:
-            site = parse_site(last_good.read_text(encoding="utf-8"), str(last_good))
-        except (ConfigErrors, OSError):
-            raise err from None
-        log.error("%s is invalid; running the last good config %s instead:\n%s",
-                  config, site.hash, err.render())
-        return site, err.render()
-
-
-def _register_secrets(site: Site) -> None:
-    # Every resolved ${env:..}/${file:..} value and secret field, drivers' included.
-    register_secrets_from(site)
 
 
 def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
@@ -51,36 +30,32 @@ def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
               "Create it and make it writable by this user, or pass --state-dir.",
               file=sys.stderr)
         return 1
+    store = ConfigStore(state_dir, config)
     try:
-        site, rejected = _load_with_fallback(config, state_dir)
+        site, rejected = store.load_at_start()
     except ConfigErrors as err:
         print(err.render(), file=sys.stderr)
         print(f"edge-agent: {config} has {len(err.problems)} problem(s); not starting. "
               f"Fix them and check with: edge-agent check -c {config}", file=sys.stderr)
         return 1
-    _register_secrets(site)
+    # Every resolved ${env:..}/${file:..} value and secret field, drivers' included.
+    register_secrets_from(site)
     if log_level is None:
         setup_logging(site.config.log_level, log_format)
-    if rejected is None and not on_probation(state_dir, site.hash):
-        # A pushed config still on probation is not known to be good yet:
-        # management resumes its rollback watch instead.
-        save_last_good(state_dir, site.text)
 
     from agent.runtime.agent import Agent
 
-    agent = Agent(site, state_dir)
+    # Whether and when this config becomes last-good is the lifecycle's call
+    # (agent.runtime.reload), the same for start, SIGHUP and config.apply.
+    agent = Agent(site, state_dir, store=store)
     if rejected is not None:
-        agent.state_extra["config_error"] = rejected
-
-    def reload() -> Site:
-        new = load_site(config)
-        _register_secrets(new)
-        save_last_good(state_dir, new.text)
-        return new
+        log.error("%s is invalid; running the last good config %s instead:\n%s",
+                  config, site.hash, rejected.render())
+        agent.report.set_config_error(rejected.render())
 
     from agent.management import attach_management
 
-    attach_management(agent, config_path=config)
+    attach_management(agent)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(agent.run(reload=reload))
+        asyncio.run(agent.run(reload_on_sighup=True))
     return 0

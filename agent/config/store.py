@@ -1,7 +1,19 @@
-"""The config store: the files in the state directory that say which site config runs.
+"""The config store: the one place that reads and writes the files saying which config runs.
 
-The site file is written so that a power cut leaves the old or the new one,
-never half; beside it the last-good copy and the probation marker.
+- the **site file** (``-c``, often ``/etc/edge-agent/site.yaml``): what the
+  operator or a ``config.apply`` wants to run;
+- ``last-good.yaml`` in the state directory: the config that has run healthy
+  (uplink up) for its probation; what a failed start or a rollback falls
+  back to;
+- ``pending.yaml`` + ``config-probation.json``: the config on probation and
+  its window; they survive a restart, so a crash during probation can never
+  promote the new config;
+- ``rolled-back.yaml``: the last config a rollback replaced, kept for the
+  operator (a rollback rewrites the site file).
+
+Every write is atomic: a power cut leaves the old or the new file, never half.
+*When* a config is promoted or rolled back is decided in one place,
+:mod:`agent.runtime.reload`; this module only keeps the files.
 """
 
 from __future__ import annotations
@@ -13,8 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAST_GOOD", "PROBATION", "atomic_write", "clear_probation", "default_state_dir",
-           "on_probation", "read_probation", "save_last_good", "write_probation"]
+from agent.config.load import ConfigErrors, Site, load_site, parse_site
+
+__all__ = ["LAST_GOOD", "PENDING", "PROBATION", "ROLLED_BACK", "ConfigStore", "atomic_write",
+           "clear_probation", "default_state_dir", "on_probation", "read_probation",
+           "save_last_good", "write_probation"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -49,9 +64,8 @@ def atomic_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-#: In the state directory while a pushed config has not proven its uplink
-#: yet; it survives a restart, so a crash during probation cannot promote the
-#: pushed config to last-good (run.py checks it at start).
+#: In the state directory while a config has not proven itself yet; it
+#: survives a restart, so a crash during probation cannot promote it.
 PROBATION = "config-probation.json"
 
 
@@ -75,7 +89,7 @@ def clear_probation(state_dir: Path) -> None:
 
 
 def on_probation(state_dir: Path, config_hash: str) -> bool:
-    """True when the config with ``config_hash`` was pushed and is not proven yet."""
+    """True when the config with ``config_hash`` is on probation (not proven yet)."""
     marker = read_probation(state_dir)
     return marker is not None and marker["hash"] == config_hash
 
@@ -92,3 +106,74 @@ def default_state_dir() -> Path:
 def save_last_good(state_dir: Path, text: str) -> None:
     """Keep ``text`` as the config to fall back to (atomically, fsynced)."""
     atomic_write(state_dir / LAST_GOOD, text)
+
+
+PENDING = "pending.yaml"
+ROLLED_BACK = "rolled-back.yaml"
+
+
+class ConfigStore:
+    """The site file and the state directory's config files, for one agent.
+
+    Methods block (file I/O, fsync, validation): call them through
+    ``asyncio.to_thread`` from the event loop.
+    """
+
+    def __init__(self, state_dir: Path, site_path: Path | None = None) -> None:
+        self.state_dir = state_dir
+        #: None: nothing to write back (the demo, tests): configs apply live only.
+        self.site_path = site_path
+
+    # -- the site file ---------------------------------------------------
+    def load_site(self) -> Site:
+        """The site file, validated; raises ConfigErrors with every problem."""
+        if self.site_path is None:
+            raise ValueError("this agent has no site file")
+        return load_site(self.site_path)
+
+    def load_at_start(self) -> tuple[Site, ConfigErrors | None]:
+        """The site file, else last-good with the site file's problems, else raise them."""
+        try:
+            return self.load_site(), None
+        except ConfigErrors as err:
+            good = self.last_good()
+            if good is None:
+                raise
+            return good, err
+
+    def write_site(self, text: str) -> None:
+        if self.site_path is not None:
+            atomic_write(self.site_path, text)
+
+    # -- last good ---------------------------------------------------------
+    def last_good(self) -> Site | None:
+        """The last good config, or None (never saved, unreadable or no longer valid)."""
+        path = self.state_dir / LAST_GOOD
+        try:
+            return parse_site(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, ConfigErrors):
+            return None
+
+    def promote(self, site: Site) -> None:
+        """``site`` has proven itself: it is last-good, probation is over."""
+        save_last_good(self.state_dir, site.text)
+        self.end_probation()
+
+    # -- probation -----------------------------------------------------------
+    def begin_probation(self, site: Site, rollback_after: float) -> None:
+        atomic_write(self.state_dir / PENDING, site.text)
+        write_probation(self.state_dir, site.hash, rollback_after)
+
+    def probation(self) -> dict[str, Any] | None:
+        """``{"hash", "rollback_after"}`` of the config on probation, or None."""
+        return read_probation(self.state_dir)
+
+    def end_probation(self) -> None:
+        clear_probation(self.state_dir)
+        (self.state_dir / PENDING).unlink(missing_ok=True)
+
+    def keep_rolled_back(self, site: Site) -> Path:
+        """Keep the text a rollback replaces, so an operator's edit is never just lost."""
+        path = self.state_dir / ROLLED_BACK
+        atomic_write(path, site.text)
+        return path

@@ -1,7 +1,8 @@
 """Remote management over MQTT: commands, metrics, config push with rollback.
 
 See ``README.md`` in this folder for the commands, their arguments and
-replies, signing, rollback and the metrics fields.
+replies, signing, rollback and the metrics fields.  Management sees the
+agent only through :class:`agent.runtime.control.AgentControl`.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ if TYPE_CHECKING:
 __all__ = ["attach_management"]
 
 
-def attach_management(agent: Agent, *, config_path: Path | None) -> Management:
+def attach_management(agent: Agent, *, config_path: Path | None = None) -> Management:
     """Subscribe to ``cmd/+`` and add the metrics service; call before ``agent.run()``.
 
-    ``config_path`` is the site file a ``config.apply`` rewrites (None: apply
-    live only, as in the demo).
+    ``config_path`` is the site file a ``config.apply`` rewrites, when the
+    agent's store does not name one yet (None: apply live only, as in the demo).
     """
     from agent.management.service import Management
+    from agent.runtime.control import AgentControl
 
-    mgmt = Management(agent, config_path)
-    agent.uplink.subscribe("cmd/+", mgmt.handle)
-    agent.services.append(mgmt.metrics.run)
-    agent.services.append(mgmt.pusher.run)
+    if config_path is not None and agent.store.site_path is None:
+        agent.store.site_path = config_path
+    control = AgentControl(agent)
+    mgmt = Management(control)
+    control.subscribe("cmd/+", mgmt.handle)
+    control.add_service(mgmt.metrics.run)
     return mgmt

@@ -11,16 +11,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.management.config_push import apply_config
 from agent.management.protocol import CommandError
-from agent.pipeline.writes import guarded_write
-from agent.runtime.logs import set_level
-from agent.runtime.status import snapshot
-from agent.sdk.driver import DriverError
+from agent.runtime.control import NoSuchDevice
+from agent.sdk.driver import DeviceConfig, DriverError
 from agent.sdk.readings import now_ms
 
 if TYPE_CHECKING:
     from agent.management.service import Call, Management
-    from agent.pipeline.scheduler import DeviceRunner
 
 __all__ = ["COMMANDS", "Handler"]
 
@@ -53,13 +51,11 @@ def _timeout(call: Call) -> float:
     return float(value)
 
 
-def _runner(m: Management, call: Call) -> DeviceRunner:
-    name = _str_arg(call, "device")
-    runner = m.agent.scheduler.runners.get(name)
-    if runner is None:
-        known = ", ".join(sorted(m.agent.scheduler.runners)) or "none"
-        raise CommandError(f"no device {name!r}; devices: {known}")
-    return runner
+def _device(m: Management, call: Call) -> DeviceConfig:
+    try:
+        return m.control.device(_str_arg(call, "device"))
+    except NoSuchDevice as err:
+        raise CommandError(str(err)) from None
 
 
 async def ping(m: Management, call: Call) -> Any:
@@ -69,56 +65,58 @@ async def ping(m: Management, call: Call) -> Any:
 
 async def status(m: Management, call: Call) -> Any:
     _only(call)
-    return snapshot(m.agent, m.status_cpu, config_pending=m.pusher.pending)
+    return m.control.status(m.status_cpu)
 
 
 async def config_get(m: Management, call: Call) -> Any:
     _only(call)
-    return {"yaml": m.agent.site.text, "hash": m.agent.site.hash}
+    site = m.control.site
+    return {"yaml": site.text, "hash": site.hash}
 
 
 async def config_apply(m: Management, call: Call) -> Any:
     _only(call, "yaml")
-    return await m.pusher.apply(call)
+    return await apply_config(m.control, call)
 
 
 async def read(m: Management, call: Call) -> Any:
     _only(call, "device", "tags", "timeout")
-    runner = _runner(m, call)
+    device = _device(m, call)
     tags = call.args.get("tags")
     if tags is not None:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags) or not tags:
             raise CommandError("\"tags\" must be a non-empty list of tag names (or left out)")
-        known = set(runner.config.tag_names())
+        known = set(device.tag_names())
         unknown = [t for t in tags if t not in known]
         if unknown:
-            raise CommandError(f"device {runner.config.name} has no tag(s) {', '.join(unknown)}")
+            raise CommandError(f"device {device.name} has no tag(s) {', '.join(unknown)}")
     try:
         async with asyncio.timeout(_timeout(call)):
-            sample = await runner.read(tags)
+            sample = await m.control.read(device.name, tags)
     except TimeoutError:
-        raise CommandError(f"device {runner.config.name}: no answer in time") from None
+        raise CommandError(f"device {device.name}: no answer in time") from None
     except DriverError as err:
-        raise CommandError(f"device {runner.config.name}: {err}") from None
+        raise CommandError(f"device {device.name}: {err}") from None
     return {"samples": [sample.to_json_obj()]}
 
 
 async def write(m: Management, call: Call) -> Any:
     _only(call, "device", "tag", "value", "timeout")
-    runner = _runner(m, call)
+    device = _device(m, call)
     tag = _str_arg(call, "tag")
     if "value" not in call.args:
         raise CommandError("write needs \"value\"")
     value = call.args["value"]
     try:
         async with asyncio.timeout(_timeout(call)):
-            read_back = await guarded_write(runner.driver, tag, value, origin=f"remote:{call.id}")
+            read_back = await m.control.write(device.name, tag, value,
+                                              origin=f"remote:{call.id}")
     except TimeoutError:
-        raise CommandError(f"device {runner.config.name}: no answer in time") from None
+        raise CommandError(f"device {device.name}: no answer in time") from None
     except DriverError as err:
         # WriteRefused is a DriverError: its text says which guard refused.
-        raise CommandError(f"write {runner.config.name}.{tag}: {err}") from None
-    return {"device": runner.config.name, "tag": tag, "value": read_back}
+        raise CommandError(f"write {device.name}.{tag}: {err}") from None
+    return {"device": device.name, "tag": tag, "value": read_back}
 
 
 async def restart(m: Management, call: Call) -> Any:
@@ -126,7 +124,7 @@ async def restart(m: Management, call: Call) -> Any:
     # Reply first: once stopping, the uplink goes down.  systemd's
     # Restart=always starts the agent again.
     await call.answer({"restarting": True})
-    m.agent.stop()
+    m.control.restart()
     return None
 
 
@@ -137,7 +135,7 @@ async def log_level(m: Management, call: Call) -> Any:
     if logger is not None and (not isinstance(logger, str) or not logger):
         raise CommandError("\"logger\" must be a logger name such as \"pymodbus\"")
     try:
-        set_level(level, logger)
+        m.control.set_log_level(level, logger)
     except ValueError as err:
         raise CommandError(str(err)) from None
     return {"level": level.lower(), "logger": logger}
@@ -145,7 +143,7 @@ async def log_level(m: Management, call: Call) -> Any:
 
 async def buffer_stats(m: Management, call: Call) -> Any:
     _only(call)
-    return m.agent.buffer.stats.snapshot()
+    return m.control.buffer_stats()
 
 
 COMMANDS: dict[str, Handler] = {

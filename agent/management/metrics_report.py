@@ -13,10 +13,10 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from agent.runtime.status import CpuSampler, collect
+from agent.runtime.status import CpuSampler
 
 if TYPE_CHECKING:
-    from agent.runtime.agent import Agent
+    from agent.runtime.control import AgentControl
 
 __all__ = ["MetricsPublisher"]
 
@@ -26,26 +26,26 @@ log = logging.getLogger("agent.management.metrics")
 class MetricsPublisher:
     """Publishes every ``management.metrics_interval`` and once at each connect."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, control: AgentControl) -> None:
+        self.control = control
         self.cpu = CpuSampler()
         self.cpu.sample()  # the first percent is then measured from start-up
         self._kick = asyncio.Event()
-        agent.uplink.on_connect.append(self._on_connect)
+        control.on_connect(self._on_connect)
 
     async def _on_connect(self) -> None:
         # Not published here: on_connect runs inside the session start-up.
         self._kick.set()
 
     async def publish(self) -> bool:
-        payload = json.dumps(collect(self.agent, self.cpu), separators=(",", ":"), default=str)
-        return await self.agent.uplink.publish(self.agent.uplink.topic("metrics"), payload, qos=0)
+        payload = json.dumps(self.control.metrics(self.cpu), separators=(",", ":"), default=str)
+        return await self.control.publish(self.control.topic("metrics"), payload, qos=0)
 
-    async def run(self, agent: Agent) -> None:
-        """The service: ``agent.services`` calls it with the agent."""
+    async def run(self) -> None:
+        """The service, started and stopped with the agent."""
         while True:
             # Re-read each time: a pushed config may change the interval.
-            interval = agent.site.config.management.metrics_interval
+            interval = self.control.site.config.management.metrics_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), interval)
             self._kick.clear()

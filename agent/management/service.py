@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -18,7 +17,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.management.commands import COMMANDS
-from agent.management.config_push import ConfigPusher
 from agent.management.metrics_report import MetricsPublisher
 from agent.management.protocol import (
     CommandError,
@@ -33,7 +31,7 @@ from agent.runtime.status import CpuSampler
 
 if TYPE_CHECKING:
     from agent.config.load import Site
-    from agent.runtime.agent import Agent
+    from agent.runtime.control import AgentControl
 
 __all__ = ["Call", "Management"]
 
@@ -87,28 +85,27 @@ class Call:
 
 
 class Management:
-    def __init__(self, agent: Agent, config_path: Path | None) -> None:
-        self.agent = agent
-        self.guard = Guard(**_guard_settings(agent.site))
-        self.pusher = ConfigPusher(agent, config_path)
-        self.metrics = MetricsPublisher(agent)
+    def __init__(self, control: AgentControl) -> None:
+        self.control = control
+        self.guard = Guard(**_guard_settings(control.site))
+        self.metrics = MetricsPublisher(control)
         # Its own CPU sampler: a `status` must not shorten the metrics' interval.
         self.status_cpu = CpuSampler()
         self._rate_refused = 0
-        agent.on_reload.insert(0, self._on_reload)
+        control.on_reload(self._on_reload)
 
     async def _on_reload(self, site: Site) -> None:
         self.guard.reconfigure(**_guard_settings(site))
 
     def _reply_route(self, message: aiomqtt.Message) -> tuple[str, bytes | None]:
-        topic = self.agent.uplink.topic("reply")
+        topic = self.control.topic("reply")
         props = message.properties
         wanted = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         if isinstance(wanted, str) and wanted:
             # A wildcard cannot be published to, and a reply into our own
             # command tree would come back as a command.
-            if "+" in wanted or "#" in wanted or wanted.startswith(self.agent.uplink.topic("cmd/")):
+            if "+" in wanted or "#" in wanted or wanted.startswith(self.control.topic("cmd/")):
                 log.warning("ignoring unusable response topic %r; replying on %s", wanted, topic)
             else:
                 topic = wanted
@@ -120,7 +117,7 @@ class Management:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
         body = json.dumps(reply, separators=(",", ":"), default=str)
-        if not await self.agent.uplink.publish(topic, body, qos=1, properties=props):
+        if not await self.control.publish(topic, body, qos=1, properties=props):
             log.warning("reply to %s (id %s) not sent: uplink down", topic, reply.get("id"))
 
     def _admit(self) -> None:
@@ -131,7 +128,7 @@ class Management:
                 self._rate_refused = 0
             return
         self._rate_refused += 1
-        rate = self.agent.site.config.management.command_rate
+        rate = self.control.site.config.management.command_rate
         raise CommandError(f"refused: rate limit ({rate:g} commands/s) exceeded; retry later",
                            rate_limited=True)
 

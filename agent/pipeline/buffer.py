@@ -30,12 +30,13 @@ import logging
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.sdk.readings import Sample, now_ms
+from agent.sdk.readings import NOT_FINITE, Sample, now_ms
 
 __all__ = ["Buffer", "BufferStats", "StoredBatch"]
 
@@ -46,6 +47,8 @@ T = TypeVar("T")
 _ENVELOPE_BYTES = 96
 # Group commit: commits start at least this far apart (flash wear: <= 10 fsyncs/s).
 MIN_COMMIT_GAP = 0.1
+# An idle writer still shows it lives this often (the watchdog's heartbeat).
+_IDLE_BEAT = 5.0
 # Batches just committed are also kept in memory (up to this many bytes), so
 # the uplink sends them without reading them back through the worker thread,
 # where the fetch would queue behind the next commit's fsync.
@@ -117,7 +120,7 @@ def encode_sample(sample: Sample) -> bytes:
         for tag, value in sample.values.items():
             if not _finite(value):
                 values[tag] = None
-                bad[tag] = "not a finite number"
+                bad[tag] = NOT_FINITE
         fixed = Sample(sample.ts, values, bad, sample.uncertain)
         return json.dumps(fixed.to_json_obj(), separators=(",", ":"), default=str).encode()
     except TypeError:
@@ -182,6 +185,9 @@ class Buffer:
         commit_interval: float,
     ) -> None:
         self.path = path
+        #: Called after every commit; the systemd watchdog's view of the writer
+        #: (a disk that hangs the commit stops it).
+        self.heartbeat: Callable[[], None] = lambda: None
         self.max_size = max_size
         self.max_age = max_age
         self.set_max_message(max_message)
@@ -423,7 +429,14 @@ class Buffer:
         last = -math.inf
         try:
             while True:
-                await self._work.wait()
+                # Idle or just committed: the writer is not stuck (the systemd
+                # watchdog's view); an idle buffer still beats every few seconds.
+                self.heartbeat()
+                try:
+                    async with asyncio.timeout(_IDLE_BEAT):
+                        await self._work.wait()
+                except TimeoutError:
+                    continue
                 gap = min(MIN_COMMIT_GAP, self.commit_interval)
                 await asyncio.sleep(max(0.0, last + gap - time.monotonic()))
                 self._work.clear()

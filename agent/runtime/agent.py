@@ -20,11 +20,14 @@ from typing import Any
 from agent import __version__
 from agent.config.load import Site
 from agent.config.plugins import load_plugins
+from agent.config.store import ConfigStore
 from agent.pipeline.buffer import Buffer
 from agent.pipeline.processing import Processing
 from agent.pipeline.scheduler import Scheduler
 from agent.pipeline.uplink import Uplink
 from agent.runtime.http import http_service
+from agent.runtime.reload import ConfigLifecycle
+from agent.runtime.state_report import StateReport
 from agent.runtime.systemd import Notifier, Watchdog
 from agent.sdk.driver import DriverPlugin
 from agent.sdk.readings import Sample
@@ -42,7 +45,8 @@ def _usable_plugins() -> dict[str, DriverPlugin]:
 class Agent:
     """One running gateway.  ``run()`` until ``stop()``."""
 
-    def __init__(self, site: Site, state_dir: Path, *, notifier: Notifier | None = None) -> None:
+    def __init__(self, site: Site, state_dir: Path, *, notifier: Notifier | None = None,
+                 store: ConfigStore | None = None) -> None:
         self.site = site
         self.state_dir = state_dir
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -52,7 +56,8 @@ class Agent:
         self.latest: dict[str, Sample] = {}
         #: Extra consumers of every batch of samples (the demo's live view).
         self.observers: list[Callable[[str, list[Sample]], None]] = []
-        self.state_extra: dict[str, Any] = {}
+        #: ``config_error`` / ``rollback`` for the state message (one owner).
+        self.report = StateReport()
         self._stop = asyncio.Event()
         cfg = site.config
         self.buffer = Buffer(
@@ -64,11 +69,18 @@ class Agent:
         )
         self.uplink = Uplink(mqtt=cfg.uplink.mqtt, gateway=cfg.gateway, buffer=self.buffer,
                              state=self.state)
+        # The watchdog watches the loop and the core tasks; devices are
+        # supervised by the scheduler (a stuck device is restarted alone).
         self.uplink.heartbeat = self.watchdog.heartbeat("uplink", 120.0)
+        self.buffer.heartbeat = self.watchdog.heartbeat(
+            "buffer", 3 * cfg.buffer.commit_interval + 60.0)
         self.processing = Processing()
         self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
-                                   sink=self._sink, heartbeat=self.watchdog.heartbeat,
-                                   unregister=self.watchdog.unregister)
+                                   sink=self._sink)
+        #: The config files (site, last-good, probation) and their one policy.
+        self.store = store or ConfigStore(state_dir)
+        self.lifecycle = ConfigLifecycle(self, self.store)
+        self._reloads: set[asyncio.Task[None]] = set()
         #: Extra long-running jobs (management) started with the agent.
         # The local HTTP endpoint idles (its server not even imported) without `http:`.
         self.services: list[Callable[[Agent], Coroutine[Any, Any, None]]] = [http_service]
@@ -82,7 +94,7 @@ class Agent:
             "version": __version__,
             "started_at": self.started_at,
             "config_hash": self.site.hash,
-            **self.state_extra,
+            **self.report.as_dict(),
         }
 
     def uptime(self) -> float:
@@ -110,17 +122,24 @@ class Agent:
         self._stop.set()
 
     async def apply_site(self, site: Site) -> dict[str, list[str]]:
-        """Switch to a validated site live.
+        """Switch to a validated site live, atomically.
 
         Only devices whose options changed restart; the buffer is never
         recreated (its limits change in place); a changed broker, credential
         or topic setting makes the uplink reconnect with the new settings.
+        ``self.site`` switches only after the scheduler accepted the devices:
+        on a raise nothing changed.  Called by :class:`ConfigLifecycle`.
         """
         old = self.site
-        self.site = site
         cfg = site.config
         self.processing.apply(site.devices)
-        changes = await self.scheduler.apply(site.devices)
+        try:
+            changes = await self.scheduler.apply(site.devices)
+        except BaseException:
+            self.processing.apply(old.devices)
+            raise
+        self.site = site
+        self.report.clear()
         self.buffer.max_size = cfg.buffer.max_size
         self.buffer.max_age = cfg.buffer.max_age
         self.buffer.commit_interval = cfg.buffer.commit_interval
@@ -135,14 +154,14 @@ class Agent:
         log.info("config %s applied: %s", site.hash, summary or "no device changed")
         return changes
 
-    async def run(self, reload: Callable[[], Site] | None = None) -> None:
+    async def run(self, *, reload_on_sighup: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        if reload is not None:
+        if reload_on_sighup:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGHUP, self._reload_soon, reload)
+                loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
 
         await self.buffer.open()
         tasks: list[asyncio.Task[None]] = []
@@ -155,6 +174,7 @@ class Agent:
                          for i, svc in enumerate(self.services))
             self.processing.apply(self.site.devices)
             await self.scheduler.apply(self.site.devices)
+            tasks.append(asyncio.create_task(self.lifecycle.run(), name="config-lifecycle"))
             log.info("edge-agent %s started: gateway %s, %d devices, config %s", __version__,
                      self.site.config.gateway.id, len(self.site.devices), self.site.hash)
             self.notifier.ready()
@@ -175,6 +195,8 @@ class Agent:
         finally:
             log.info("stopping")
             self.notifier.stopping()
+            for reload in self._reloads:
+                reload.cancel()
             await self.scheduler.stop_all()
             await self.uplink.publish(self.uplink.topic("state"),
                                       json.dumps(self.state("offline")),
@@ -188,18 +210,12 @@ class Agent:
             await self.buffer.close()
             log.info("stopped; %d batches kept in the buffer", self.buffer.stats.batches)
 
-    def _reload_soon(self, reload: Callable[[], Site]) -> None:
-        asyncio.get_running_loop().create_task(self._reload(reload), name="reload")
-
-    async def _reload(self, reload: Callable[[], Site]) -> None:
-        self.notifier.reloading()
-        try:
-            site = reload()
-        except Exception as err:
-            log.error("reload refused, keeping config %s:\n%s", self.site.hash, err)
-        else:
-            await self.apply_site(site)
-        self.notifier.ready()
+    def _reload_soon(self) -> None:
+        # Keep a reference: a task only the loop knows may be collected mid-flight.
+        task = asyncio.get_running_loop().create_task(self.lifecycle.reload_file(),
+                                                      name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def _status_loop(self) -> None:
         while True:

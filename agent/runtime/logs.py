@@ -76,7 +76,7 @@ _SYSLOG_PRIORITY = {
 
 # Protocol libraries that are chatty at INFO (asyncua logs every session
 # step); they stay at WARNING unless the operator asks for them by name.
-_NOISY_LIBRARIES = ("asyncua", "pymodbus", "aiomqtt", "paho", "aiosqlite")
+_NOISY_LIBRARIES = ("asyncua", "pymodbus", "aiomqtt", "paho")
 
 # Set on our handler so setup_logging() can be called again (tests, reload)
 # without stacking handlers.

@@ -6,13 +6,16 @@ standard library only.  Outside systemd it is a no-op, so ``edge-agent run``
 behaves the same in a terminal.
 
 :class:`Watchdog` turns ``WatchdogSec=`` into a liveness check of the
-agent's own loops: each loop (a device's poll task, the uplink, the buffer
-writer) registers a heartbeat and calls it whenever it makes progress;
-``WATCHDOG=1`` goes out only while every heartbeat is fresh.  A poll loop
-stuck in a driver call, or a dead uplink task, therefore stops the pings and
-systemd restarts the agent, which a ping from a timer alone would never do.
+agent's own loops: each core loop (the uplink, the buffer writer) registers
+a heartbeat and calls it whenever it makes progress; ``WATCHDOG=1`` goes out
+only while every heartbeat is fresh and the event loop runs.  A hung commit,
+a dead uplink task or a blocked loop therefore stops the pings and systemd
+restarts the agent, which a ping from a timer alone would never do.
 
-Typical wiring in ``edge-agent run``::
+Devices are not watched here: the scheduler supervises them and restarts a
+stuck one alone, so one bad device never restarts the whole agent.
+
+Typical wiring (``agent.runtime.agent``)::
 
     notifier = Notifier.from_env()
     watchdog = Watchdog.from_env(notifier)
@@ -109,19 +112,6 @@ class Notifier:
     def watchdog(self) -> bool:
         """Keep-alive ping; only :class:`Watchdog` should call this."""
         return self.notify("WATCHDOG=1")
-
-    def watchdog_trigger(self) -> bool:
-        """Ask systemd to act as if the watchdog had expired (restart now)."""
-        return self.notify("WATCHDOG=trigger")
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (e.g. a slow buffer flush)."""
-        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 def watchdog_interval_from_env() -> float | None:

@@ -20,11 +20,13 @@ from agent.sdk.driver import (
     TagConfig,
     WriteRefused,
 )
-from agent.sdk.readings import Sample, now_ms
+from agent.sdk.links import LinkConflict, SharedLinks
+from agent.sdk.readings import NOT_FINITE, Sample, now_ms
 from agent.sdk.types import ByteSize, Duration, Secret, SecretText, check_url
 
 __all__ = [
     "NAME_PATTERN",
+    "NOT_FINITE",
     "Backoff",
     "ByteSize",
     "DeviceConfig",
@@ -36,9 +38,11 @@ __all__ = [
     "DriverPlugin",
     "Duration",
     "Emit",
+    "LinkConflict",
     "Sample",
     "Secret",
     "SecretText",
+    "SharedLinks",
     "StrictModel",
     "TagConfig",
     "WriteRefused",

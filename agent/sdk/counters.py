@@ -23,6 +23,9 @@ class DeviceCounters:
     errors: int = 0
     overruns: int = 0
     reconnects: int = 0
+    #: The device was restarted by the scheduler: its driver raised something
+    #: unexpected (a bug), its task died, or it stopped making progress.
+    device_restarts: int = 0
     last_good_ms: int | None = None
     last_latency_ms: float | None = None
     # Latency summed so metrics can report a mean without keeping samples.
@@ -52,6 +55,7 @@ class DeviceCounters:
             "errors": self.errors,
             "overruns": self.overruns,
             "reconnects": self.reconnects,
+            "device_restarts": self.device_restarts,
             "last_good_ms": self.last_good_ms,
             "latency_ms": None if mean is None else round(mean, 2),
             "last_latency_ms": self.last_latency_ms,

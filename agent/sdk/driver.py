@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.sdk.counters import DeviceCounters
+from agent.sdk.links import SharedLinks
 from agent.sdk.readings import Sample
 from agent.sdk.types import Duration
 
@@ -97,10 +98,11 @@ class DeviceConfig(StrictModel):
 class DriverError(Exception):
     """Base of driver errors; ``str(err)`` is what a reading's error shows."""
 
-    def __init__(self, message: str, *, device: str = "", code: str = "") -> None:
+    def __init__(self, message: str, *, device: str = "", code: str | None = None) -> None:
+        # ``code`` was never read by the core; still accepted so drivers
+        # written against the first interface keep working.
         super().__init__(message)
         self.device = device
-        self.code = code or message
 
 
 class DeviceUnavailable(DriverError):
@@ -118,8 +120,11 @@ class DriverContext:
     state_dir: Path
     counters: DeviceCounters
     log: logging.Logger
-    # Resources shared by devices of one driver (e.g. one RS-485 bus owned
-    # by one object); the driver keys and manages its own entries.
+    #: Links shared by devices of one driver (one RS-485 port, one TCP
+    #: endpoint): one owner object each, refcounted (see :mod:`agent.sdk.links`).
+    links: SharedLinks = field(default_factory=SharedLinks)
+    #: Deprecated: the untyped predecessor of ``links``, still one dict per
+    #: driver for drivers written before it; new code uses ``links``.
     shared: dict[str, Any] = field(default_factory=dict)
 
 

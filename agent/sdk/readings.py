@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Sample", "now_ms"]
+__all__ = ["NOT_FINITE", "Sample", "now_ms"]
+
+#: The one text a NaN or infinite reading carries in ``bad``, whatever the driver.
+NOT_FINITE = "not a finite number"
 
 
 def now_ms() -> int:

@@ -31,6 +31,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sdk.driver import DeviceUnavailable, DriverError
+from agent.sdk.links import SharedLinks
 from drivers.modbus.options import (
     AsciiConnection,
     RtuConnection,
@@ -63,7 +64,7 @@ class ExceptionReply(DriverError):
 
     def __init__(self, code: int, *, device: str = "") -> None:
         name = EXCEPTION_NAMES.get(code, "unknown")
-        super().__init__(f"exception {code} ({name})", device=device, code=f"exception_{code}")
+        super().__init__(f"exception {code} ({name})", device=device)
         self.exception_code = code
 
 
@@ -113,7 +114,6 @@ class Bus:
         self.key = key
         self.conn = conn
         self.name = conn.port if isinstance(conn, SerialConnection) else f"{conn.host}:{conn.port}"
-        self.users: set[object] = set()
         self.units: dict[int, UnitState] = {}
         self.requests = 0  # on the wire, for tests and the benchmark
         self._lock = asyncio.Lock()
@@ -299,10 +299,10 @@ class Bus:
         self._drop()
 
 
-def bus_for(shared: dict[str, Any], conn: AnyConnection) -> Bus:
-    """The bus for this connection, created on first use (``shared`` is per driver)."""
+def bus_for(links: SharedLinks, owner: str, conn: AnyConnection) -> Bus:
+    """The bus for this connection, created on first use; ``owner`` joins it.
+
+    Leave with ``links.release(bus.key, owner)``: the last one out closes the bus.
+    """
     key = bus_key(conn)
-    bus = shared.get(key)
-    if not isinstance(bus, Bus):
-        bus = shared[key] = Bus(key, conn)
-    return bus
+    return links.acquire(key, owner=owner, kind=Bus, factory=lambda: Bus(key, conn))

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.sdk.readings import NOT_FINITE
 from drivers.modbus.options import ModbusTag
 
 __all__ = ["BlockDecoder", "EncodeError", "RegisterDecoder", "encode_registers", "make_decoder", "parse_bool"]
@@ -44,7 +45,6 @@ _FLOAT32_MAX = 3.4028234663852886e38
 # (uses swapped buffer, little-endian) per order; see the module docstring.
 _LAYOUT = {"ABCD": (False, ">"), "DCBA": (False, "<"), "BADC": (True, ">"), "CDAB": (True, "<")}
 
-NOT_FINITE = "not a finite number (NaN/Inf)"
 
 
 class EncodeError(ValueError):

@@ -50,6 +50,9 @@ class ModbusDriver(Driver):
         self.conn = config.connection
         self.planner = Planner(config)
         self._bus: Bus | None = None
+        # This instance, not the device name: a restarted device's old
+        # instance must never release the new one's share.
+        self._owner = f"{config.name}@{id(self):x}"
         self._counters = context.counters
 
     @property
@@ -59,8 +62,7 @@ class ModbusDriver(Driver):
         return self._bus
 
     async def connect(self) -> None:
-        bus = bus_for(self.context.shared, self.conn)
-        bus.users.add(self)
+        bus = bus_for(self.context.links, self._owner, self.conn)
         self._bus = bus
         await bus.open()
 
@@ -69,12 +71,8 @@ class ModbusDriver(Driver):
         self._bus = None
         if bus is None:
             return
-        key = bus.key
-        bus.users.discard(self)
-        if not bus.users:
-            bus.close()
-            if self.context.shared.get(key) is bus:
-                del self.context.shared[key]
+        if self.context.links.release(bus.key, self._owner) is not None:
+            bus.close()  # the last device on this link
 
     async def _request(self, block: Block, retries: int) -> Any:
         unit, fc, count = self.conn.unit, block.fc, block.count

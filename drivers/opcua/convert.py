@@ -35,6 +35,7 @@ from typing import Any
 from asyncua import ua
 
 from agent.sdk.driver import WriteRefused
+from agent.sdk.readings import NOT_FINITE
 
 __all__ = ["NonFinite", "fill", "from_json", "to_json", "ts_ms"]
 
@@ -236,7 +237,7 @@ def fill(sample: Any, name: str, dv: ua.DataValue) -> None:
         value = None if variant is None else to_json(variant.Value, variant.VariantType)
     except NonFinite:
         sample.values[name] = None
-        sample.bad[name] = "non-finite value"
+        sample.bad[name] = NOT_FINITE
         return
     sample.values[name] = value
     if severity == _UNCERTAIN and code is not None:

@@ -44,6 +44,8 @@ NAMESPACE_RECHECK = 30.0
 # Used when the server does not publish its limits: small enough for any
 # server we know, large enough to keep scans at a few calls.
 _DEFAULT_LIMIT = 1000
+# The shared link (agent.sdk.links) guarding the client certificate files.
+_CERT_LOCK = "client-certificate"
 
 
 def to_ua_node(ref_text: str, namespaces: list[str]) -> ua.NodeId:
@@ -70,13 +72,17 @@ class OpcuaDriver(Driver):
         self._items_limit = _DEFAULT_LIMIT
         self._plan: list[tuple[ua.ReadParameters, list[str]]] = []
         self._recheck_at = 0.0
+        self._owner = f"{config.name}@{id(self):x}"
 
     # -- connection -----------------------------------------------------------
 
     async def connect(self) -> None:
         lost = self._lost = asyncio.Event()
         self._lost_reason = ""
-        lock = self.context.shared.setdefault("cert_lock", asyncio.Lock())
+        # One lock for every device of this driver: they share the client
+        # certificate in the state directory, created by the first to connect.
+        lock = self.context.links.acquire(_CERT_LOCK, owner=self._owner, kind=asyncio.Lock,
+                                          factory=asyncio.Lock)
 
         async def on_lost(err: Exception) -> None:
             # Called by asyncua's watchdog: a dropped socket or an unanswered
@@ -112,7 +118,7 @@ class OpcuaDriver(Driver):
             text = str(err) or type(err).__name__
         self._mark_lost(text)
         return DeviceUnavailable(f"{self.cfg.connection.endpoint}: {text}",
-                                 device=self.cfg.name, code="connection_lost")
+                                 device=self.cfg.name)
 
     async def _plan_reads(self, client: Client) -> None:
         namespaces = await client.get_namespace_array()
@@ -184,11 +190,12 @@ class OpcuaDriver(Driver):
         if self._lost.is_set() or client.uaclient.state is not UaClientState.CONNECTED:
             raise DeviceUnavailable(
                 f"{self.cfg.connection.endpoint}: {self._lost_reason or 'connection lost'}",
-                device=self.cfg.name, code="connection_lost")
+                device=self.cfg.name)
         return client
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self.context.links.release(_CERT_LOCK, self._owner)
         if client is not None:
             await close_client(client)
 
@@ -265,7 +272,10 @@ class OpcuaDriver(Driver):
                 self._mark_lost(f"no data or keep-alive for {batcher.stale_after:g}s")
             if self._lost.is_set():
                 raise DeviceUnavailable(f"{conn.endpoint}: {self._lost_reason}",
-                                        device=self.cfg.name, code="connection_lost")
+                                        device=self.cfg.name)
+            # Checked and alive: a subscription without changes is quiet, not
+            # dead (its keep-alives are watched above), so tell the core.
+            emit([])
 
     def _emit_failed(self, emit: Emit, failed: dict[int, str]) -> None:
         # Tags without a monitored item: one bad sample, as their only reading.
@@ -306,7 +316,7 @@ class OpcuaDriver(Driver):
             raise DriverError(f"write failed: {err}", device=self.cfg.name) from err
         if not status.is_good():
             raise DriverError(f"the server refused the write: {status.name}",
-                              device=self.cfg.name, code=status.name)
+                              device=self.cfg.name)
         if result.StatusCode is not None and result.StatusCode.is_bad():
             raise DriverError(f"read-back failed: {result.StatusCode.name}", device=self.cfg.name)
         back = result.Value

@@ -109,8 +109,7 @@ async def _presented(client: Client, policy_uri: str, mode: ua.MessageSecurityMo
                       f"{ep.SecurityPolicyUri.rpartition('#')[2]}_{ep.SecurityMode.name}"
                       for ep in endpoints})
     raise DeviceUnavailable(
-        f"server offers no {security} endpoint (it offers: {', '.join(offered)})",
-        code="security_not_offered")
+        f"server offers no {security} endpoint (it offers: {', '.join(offered)})")
 
 
 def _check_pin(conn: OpcuaConnection, state: Path, shown: bytes, log: logging.Logger) -> bytes:
@@ -121,7 +120,6 @@ def _check_pin(conn: OpcuaConnection, state: Path, shown: bytes, log: logging.Lo
                 f"server certificate refused: the server shows SHA-256 {fingerprint(shown)}, "
                 f"{conn.server_certificate} has {fingerprint(pinned)}; if the server's certificate "
                 "was renewed on purpose, replace that file",
-                code="certificate_mismatch",
             )
         return pinned
     path = _tofu_path(state, conn.endpoint)
@@ -132,7 +130,6 @@ def _check_pin(conn: OpcuaConnection, state: Path, shown: bytes, log: logging.Lo
                 f"server certificate changed since it was first trusted: the server shows SHA-256 "
                 f"{fingerprint(shown)}, trusted {fingerprint(pinned)}; if the change is expected, "
                 f"delete {path} to trust the new one",
-                code="certificate_mismatch",
             )
         return pinned
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,11 +153,11 @@ async def apply_security(client: Client, conn: OpcuaConnection, state_dir: Path,
         cert, key = await _own_certificate(state, client.application_uri, lock)
     except OSError as err:
         raise DeviceUnavailable(f"cannot keep our OPC UA certificate in {state}: "
-                                f"{err.strerror or err}", code="state_dir") from None
+                                f"{err.strerror or err}") from None
     shown = await _presented(client, policy.URI, mode, conn.security)
     try:
         pinned = _check_pin(conn, state, shown, log)
     except OSError as err:
         raise DeviceUnavailable(f"cannot record the server certificate in {state}: "
-                                f"{err.strerror or err}", code="state_dir") from None
+                                f"{err.strerror or err}") from None
     await client.set_security(policy, cert, key, server_certificate=pinned, mode=mode)

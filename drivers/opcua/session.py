@@ -96,33 +96,28 @@ def _explain(err: BaseException, conn: OpcuaConnection, state_dir: Path) -> Devi
     if isinstance(err, DeviceUnavailable):
         return err
     if isinstance(err, TimeoutError):
-        return DeviceUnavailable(f"no answer from {where} within {conn.timeout:g}s", code="timeout")
+        return DeviceUnavailable(f"no answer from {where} within {conn.timeout:g}s")
     if isinstance(err, ConnectionRefusedError):
-        return DeviceUnavailable(f"{where} refused the connection (server not running?)",
-                                 code="connection_refused")
+        return DeviceUnavailable(f"{where} refused the connection (server not running?)")
     if isinstance(err, OSError):
-        return DeviceUnavailable(f"cannot reach {where}: {err.strerror or err}", code="unreachable")
+        return DeviceUnavailable(f"cannot reach {where}: {err.strerror or err}")
     if isinstance(err, UaStatusCodeError):
         name = status_name(err.code)
         if err.code in _LOGIN_CODES:
             if conn.username is None:
                 return DeviceUnavailable(
-                    f"{where} refused anonymous login ({name}): set username and password",
-                    code=name)
+                    f"{where} refused anonymous login ({name}): set username and password")
             return DeviceUnavailable(
                 f"{where} refused the login of user {conn.username!r} ({name}): "
-                "wrong username or password?", code=name)
+                "wrong username or password?")
         if err.code in _CERT_CODES:
             cert = state_dir / "opcua" / "client_cert.der"
             return DeviceUnavailable(
-                f"{where} refused our certificate ({name}): trust {cert} on the server",
-                code=name)
-        return DeviceUnavailable(f"{where} answered {name}", code=name)
+                f"{where} refused our certificate ({name}): trust {cert} on the server")
+        return DeviceUnavailable(f"{where} answered {name}")
     if isinstance(err, UaError) and "certificate mismatch" in str(err).lower():
-        return CertificateRefused(f"{where} answered with a certificate other than the pinned one",
-                                  code="certificate_mismatch")
-    return DeviceUnavailable(f"cannot connect to {where}: {type(err).__name__}: {err}",
-                             code=type(err).__name__)
+        return CertificateRefused(f"{where} answered with a certificate other than the pinned one")
+    return DeviceUnavailable(f"cannot connect to {where}: {type(err).__name__}: {err}")
 
 
 async def open_client(

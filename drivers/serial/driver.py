@@ -99,10 +99,10 @@ class SerialDriver(Driver):
     async def connect(self) -> None:
         self._pending, self._latest, self._latest_bad = [], {}, {}
         try:
-            line = await attach(self.context.shared, self, self.cfg.connection, self.cfg.frame,
+            line = await attach(self.context.links, self, self.cfg.connection, self.cfg.frame,
                                 shareable=not self.push)
         except (PortClosed, LineBusy) as err:
-            raise DeviceUnavailable(str(err), device=self.cfg.name, code="port") from None
+            raise DeviceUnavailable(str(err), device=self.cfg.name) from None
         self._line = line
         self._last_frame = time.monotonic()
         if self.push and self._request is not None:
@@ -113,28 +113,28 @@ class SerialDriver(Driver):
     async def close(self) -> None:
         line, self._line = self._line, None
         if line is not None:
-            await detach(self.context.shared, line, self)
+            await detach(self.context.links, line, self)
 
     def _require_line(self) -> SerialLine:
         line = self._line
         if line is None or line.closed:
             error = line.port.error if line is not None else None
             raise DeviceUnavailable(error or f"port {self.cfg.connection.port} is not open",
-                                    device=self.cfg.name, code="port")
+                                    device=self.cfg.name)
         return line
 
     def _write(self, line: SerialLine, data: bytes) -> None:
         try:
             line.write(data)
         except PortClosed as err:
-            raise DeviceUnavailable(str(err), device=self.cfg.name, code="port") from None
+            raise DeviceUnavailable(str(err), device=self.cfg.name) from None
 
     # -- called by the line (inside data_received) -------------------------
     def on_lost(self, error: str) -> None:
         self._wake.set()
         reply = self._reply
         if reply is not None and not reply.done.done():
-            reply.done.set_exception(DeviceUnavailable(error, device=self.cfg.name, code="port"))
+            reply.done.set_exception(DeviceUnavailable(error, device=self.cfg.name))
 
     def on_dropped(self, reason: str, n: int) -> None:
         self._bad.note(reason, n=n)
@@ -200,8 +200,7 @@ class SerialDriver(Driver):
             if port.closed.is_set():
                 if batch:
                     emit(batch)  # what arrived before the loss is good data
-                raise DeviceUnavailable(port.error or "port closed", device=self.cfg.name,
-                                        code="port")
+                raise DeviceUnavailable(port.error or "port closed", device=self.cfg.name)
             now = time.time()
             if now >= next_tick:
                 batch.extend(self._end_of_period())
@@ -231,7 +230,7 @@ class SerialDriver(Driver):
         names = list(tags) if tags else self._tags
         if self._reply is not None:
             raise DeviceUnavailable("a read is already waiting for this device",
-                                    device=self.cfg.name, code="busy")
+                                    device=self.cfg.name)
         if self.push:
             # One-shot read of a stream device: the next frame, whatever it is.
             return await self._await_reply(line, _Reply(1), names)

@@ -3,7 +3,7 @@
 Usually one device owns a port.  On an RS-485 multi-drop line several
 instruments share one port and are told apart by their request (``"#01\\r"``,
 ``"#02\\r"``): devices in poll mode with the same port then share one
-:class:`SerialLine` (kept in ``DriverContext.shared``), and take turns
+:class:`SerialLine` (a shared link in ``DriverContext.links``), and take turns
 through its lock, so a reply always reaches the device that asked.
 
 Frames go to the device holding the line (the one waiting for a reply);
@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any, Protocol
 
+from agent.sdk.links import SharedLinks
 from agent.sdk.readings import now_ms
 from drivers.serial.framing import Framer
 from drivers.serial.options import FrameConfig, SerialConnection
@@ -25,7 +26,6 @@ from drivers.serial.port import PortClosed, SerialPort
 
 __all__ = ["LineBusy", "LineUser", "SerialLine", "attach", "detach"]
 
-_SHARED_KEY = "lines"
 log = logging.getLogger("drivers.serial")
 
 
@@ -121,14 +121,19 @@ def _settings(connection: SerialConnection) -> dict[str, Any]:
     return connection.model_dump(exclude={"port"})
 
 
+def _owner(user: LineUser) -> str:
+    # The instance, not only the name: a restarted device's old driver must
+    # never give up the new one's share.
+    return f"{user.name}@{id(user):x}"
+
+
 async def attach(
-    shared: dict[str, Any], user: LineUser, connection: SerialConnection, frame: FrameConfig,
+    links: SharedLinks, user: LineUser, connection: SerialConnection, frame: FrameConfig,
     *, shareable: bool,
 ) -> SerialLine:
     """Open the device's port, or join the line already open on it."""
-    lines: dict[str, SerialLine] = shared.setdefault(_SHARED_KEY, {})
     key = _line_key(connection.port)
-    line = lines.get(key)
+    line = links.get(key, SerialLine)
     if line is not None and not line.closed and line.users:
         if not (shareable and line.shareable):
             raise LineBusy(f"port {connection.port} is in use by device "
@@ -136,24 +141,28 @@ async def attach(
         if _settings(line.connection) != _settings(connection) or line.frame != frame:
             raise LineBusy(f"port {connection.port} is shared with device {line.users[0].name}"
                            " but with other connection or frame settings; they must be equal")
+        joined = line
+        links.acquire(key, owner=_owner(user), kind=SerialLine, factory=lambda: joined)
         line.users.append(user)
         try:
             await asyncio.shield(line.ready)  # the first device may still be opening it
         except BaseException:  # failed or cancelled: we never joined
             if user in line.users:
                 line.users.remove(user)
+            links.release(key, _owner(user))
             raise
         return line
-    line = SerialLine(connection, frame, shareable)
+    if line is not None:
+        links.discard(key, line)  # closed, or left by all: its users close it themselves
+    line = fresh = SerialLine(connection, frame, shareable)
     line.key = key
-    lines[key] = line
+    links.acquire(key, owner=_owner(user), kind=SerialLine, factory=lambda: fresh)
     line.users.append(user)
     try:
         await line.port.open()
     except BaseException as err:  # also cancellation: joiners must not wait for ever
         line.users.clear()
-        if lines.get(key) is line:
-            del lines[key]
+        links.discard(key, line)
         failure = err if isinstance(err, PortClosed) else PortClosed(
             f"opening {connection.port} was interrupted")
         line.ready.set_exception(failure)
@@ -166,8 +175,9 @@ async def attach(
     return line
 
 
-async def detach(shared: dict[str, Any], line: SerialLine, user: LineUser) -> None:
+async def detach(links: SharedLinks, line: SerialLine, user: LineUser) -> None:
     """Leave the line; the last user closes the port."""
+    links.release(line.key, _owner(user))
     if user in line.users:
         line.users.remove(user)
     if line.active is user:
@@ -176,7 +186,5 @@ async def detach(shared: dict[str, Any], line: SerialLine, user: LineUser) -> No
         line._last = None
     if line.users:
         return
-    lines: dict[str, SerialLine] = shared.get(_SHARED_KEY, {})
-    if lines.get(line.key) is line:
-        del lines[line.key]
+    links.discard(line.key, line)
     await line.port.close()

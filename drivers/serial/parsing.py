@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.sdk.readings import NOT_FINITE
 from drivers.serial.options import ParseRule, SerialTag
 
 __all__ = ["ConversionError", "Parsed", "Parser", "make_converter"]
@@ -43,7 +44,7 @@ def _to_float(text: str) -> float:
     except ValueError:
         raise ConversionError(f"{text.strip()!r} is not a number") from None
     if not math.isfinite(value):
-        raise ConversionError(f"{text.strip()!r} is not a finite number")
+        raise ConversionError(NOT_FINITE)
     return value
 
 
@@ -98,7 +99,7 @@ def make_converter(tag: SerialTag) -> Converter:
     def scaled(text: str) -> float:
         value = base(text) * scale + offset
         if not math.isfinite(value):
-            raise ConversionError(f"{text.strip()!r} scaled is not finite")
+            raise ConversionError(NOT_FINITE)
         return float(value)
 
     return scaled

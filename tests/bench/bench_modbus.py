@@ -226,7 +226,7 @@ async def own_cpu(n: int) -> list[str]:
     }.items():
         drv = make_driver({"connection": {"transport": "tcp", "host": "127.0.0.1", "port": 1},
                            "tags": tags})
-        bus = bus_for(drv.context.shared, drv.conn)
+        bus = bus_for(drv.context.links, "bench", drv.conn)
         stub = Stub()
         count = drv.planner.plan()[0].count
         stub.reply = ReadHoldingRegistersResponse(registers=list(range(count)), dev_id=1)

@@ -65,7 +65,6 @@ def test_ready_status_stopping_in_order(systemd: FakeSystemd, monkeypatch: pytes
     # One line: a newline would end the STATUS field and start a bogus one.
     assert systemd.recv() == {"STATUS": "3 devices uplink connected"}
     assert systemd.recv() == {"STOPPING": "1"}
-    n.close()
 
 
 def test_reloading_carries_monotonic_usec(systemd: FakeSystemd) -> None:
@@ -76,7 +75,6 @@ def test_reloading_carries_monotonic_usec(systemd: FakeSystemd) -> None:
     after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     assert msg["RELOADING"] == "1"
     assert before <= int(msg["MONOTONIC_USEC"]) <= after
-    n.close()
 
 
 def test_abstract_socket_address() -> None:
@@ -86,7 +84,6 @@ def test_abstract_socket_address() -> None:
         n = Notifier(name)
         assert n.ready()
         assert fake.recv() == {"READY": "1"}
-        n.close()
     finally:
         fake.sock.close()
 

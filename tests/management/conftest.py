@@ -33,7 +33,8 @@ def site_dict(url: str, devices: list[dict[str, Any]], *, gateway: str = GATEWAY
         "gateway": {"id": gateway, "site": SITE},
         "uplink": {"mqtt": {"url": url, "reconnect_max": "1s", **mqtt}},
         "buffer": {"commit_interval": "100ms"},
-        "management": {"metrics_interval": "1s", **(management or {})},
+        # The shortest probation: tests see promotions and rollbacks in seconds.
+        "management": {"metrics_interval": "1s", "rollback_after": "5s", **(management or {})},
         "devices": devices,
     }
 
@@ -78,7 +79,7 @@ async def running_agent(broker: Broker, tmp_path: Path, *,
         state = tmp_path / f"state-{gateway}"
         state.mkdir(exist_ok=True)
         site = parse_site(text, str(site_path))
-        save_last_good(state, site.text)  # what run.py does for a valid file
+        save_last_good(state, site.text)  # a gateway that ran this config healthy before
         agent = Agent(site, state)
         mgmt = attach_management(agent, config_path=site_path)
         task = asyncio.create_task(agent.run())

@@ -87,9 +87,10 @@ async def test_push_while_readings_flow_no_gap_nothing_lost(broker: Broker,
         result = reply["result"]
         assert result["applied"] is True
         assert result["changes"] == {"started": [], "restarted": [change], "stopped": []}
-        # The file and last-good are the new config; the unchanged runner kept running.
+        # The file is the new config, on probation; the unchanged runner kept running.
         assert gw.site_path.read_text() == new_text
-        assert (gw.agent.state_dir / LAST_GOOD).read_text() == new_text
+        assert gw.agent.lifecycle.pending
+        assert (gw.agent.state_dir / LAST_GOOD).read_text() != new_text
         assert gw.agent.scheduler.runners[keep] is kept_runner
         assert gw.agent.scheduler.runners[change].config.tag_names() == [
             "oil_temp", "cycles", "running", "setpoint"]
@@ -100,6 +101,9 @@ async def test_push_while_readings_flow_no_gap_nothing_lost(broker: Broker,
         await async_wait_until(lambda: max(data_by_device(col)[1][keep]) > pushed_at + 2000, 30,
                                "2 s of readings after the push")
         await async_wait_until(lambda: drained(gw, col), 30, "the buffer drained")
+        # After its probation (the uplink stayed up) it is last-good.
+        await async_wait_until(lambda: not gw.agent.lifecycle.pending, 30, "the promotion")
+        assert (gw.agent.state_dir / LAST_GOOD).read_text() == new_text
         batches, stamps = data_by_device(col)
         # Nothing lost: every stored batch was delivered, seq without a gap.
         assert set(batches) == set(range(min(batches), max(batches) + 1))
@@ -158,12 +162,16 @@ async def test_uplink_change_that_connects_is_confirmed(broker: Broker, tmp_path
         t0 = time.monotonic()
         reply = await rc.call("config.apply", {"yaml": text})
         assert reply["ok"] and reply["result"]["uplink"] == "reconnecting", reply
-        await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
+        await async_wait_until(lambda: gw.agent.uplink.counters.reconnects == reconnects + 1,
+                               30, "the reconnect")
         assert time.monotonic() - t0 < 8, "the reconnect with the new settings was held up"
-        assert gw.agent.uplink.counters.reconnects == reconnects + 1
+        assert (gw.agent.state_dir / LAST_GOOD).read_text() != text, "promoted before probation"
+        await async_wait_until(lambda: not gw.agent.lifecycle.pending, 30, "the push confirmed")
+        assert time.monotonic() - t0 >= 5, "promoted before its 5 s probation"
         assert (gw.agent.state_dir / LAST_GOOD).read_text() == text
-        assert "rollback" not in gw.agent.state_extra
-        assert gw.mgmt.pusher.good.hash == gw.agent.site.hash
+        assert gw.agent.report.rollback is None
+        good = gw.agent.lifecycle.good
+        assert good is not None and good.hash == gw.agent.site.hash
 
 
 async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_path: Path) -> None:
@@ -187,7 +195,7 @@ async def test_config_that_loses_the_uplink_is_rolled_back(broker: Broker, tmp_p
         assert (gw.agent.state_dir / LAST_GOOD).read_text() == good_text
         # The reply goes out before the uplink switches (it would be lost after).
         await async_wait_until(lambda: gw.agent.uplink.mqtt.url == dead_url, 30, "the switch")
-        await async_wait_until(lambda: "rollback" in gw.agent.state_extra, 30, "the rollback")
+        await async_wait_until(lambda: gw.agent.report.rollback is not None, 30, "the rollback")
         # On time: nothing in the apply path may stall the watch (an ending
         # session's publish once did, for the client's 30 s timeout).
         assert time.monotonic() - t0 < 5 + 4, f"rolled back after {time.monotonic() - t0:.1f} s"
@@ -254,7 +262,7 @@ async def test_new_gateway_id_moves_the_command_topic(broker: Broker, tmp_path: 
     async with running_agent(broker, tmp_path, devices=[]) as gw, gw.client() as rc:
         reply = await rc.call("config.apply", {"yaml": gw.site_text(devices=[], gateway="gw-9")})
         assert reply["ok"], reply
-        await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
+        await async_wait_until(lambda: not gw.agent.lifecycle.pending, 30, "the push confirmed")
         async with gw.client(gateway="gw-9") as moved:
             pong = await moved.call("ping")
             assert pong["ok"], pong
@@ -267,7 +275,7 @@ async def test_unwritable_site_file_changes_nothing(broker: Broker, tmp_path: Pa
         before = gw.agent.site.hash
         runner = gw.agent.scheduler.runners["sim-press"]
         # A directory that is not there: unwritable even for root.
-        gw.mgmt.pusher.config_path = tmp_path / "gone" / "site.yaml"
+        gw.agent.store.site_path = tmp_path / "gone" / "site.yaml"
         new = yaml.safe_load(gw.site_text())
         new["devices"][0]["poll"] = "300ms"
         reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(new)})

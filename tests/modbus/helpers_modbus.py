@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.sdk.counters import DeviceCounters
 from agent.sdk.driver import DriverContext
+from agent.sdk.links import SharedLinks
 from agent.sdk.readings import Sample
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.options import ModbusDevice
@@ -38,10 +39,11 @@ def device(port: int | str, tags: list[dict[str, Any]], **extra: Any) -> ModbusD
     )
 
 
-def make_driver(cfg: ModbusDevice, shared: dict[str, Any] | None = None) -> ModbusDriver:
+def make_driver(cfg: ModbusDevice, links: SharedLinks | None = None) -> ModbusDriver:
     ctx = DriverContext(
         state_dir=Path("/nonexistent"), counters=DeviceCounters(),
-        log=logging.getLogger(f"test.{cfg.name}"), shared={} if shared is None else shared,
+        log=logging.getLogger(f"test.{cfg.name}"),
+        links=SharedLinks() if links is None else links,
     )
     return ModbusDriver(cfg, ctx)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.sdk.driver import DeviceUnavailable
+from agent.sdk.links import SharedLinks
 from drivers.modbus.bus import NoAnswer, UnitDown
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.simserver import SimServer
@@ -118,12 +119,12 @@ async def test_dead_unit_is_backed_off_and_others_keep_their_rate(
     sim.silent.add(3)
     for u in units:
         _fill(sim, u)
-    shared: dict[str, Any] = {}
+    links = SharedLinks()  # what the scheduler gives all devices of the driver
     drivers = {
         u: make_driver(
             device(client_end, TAGS, name=f"u{u}",
                    connection={"unit": u, "timeout": "200ms", "retries": 1}),
-            shared,
+            links,
         )
         for u in units
     }
@@ -166,7 +167,7 @@ async def test_dead_unit_is_backed_off_and_others_keep_their_rate(
         for d in drivers.values():
             await d.close()
         await sim.stop()
-    assert not shared  # the last device closed the port
+    assert len(links) == 0  # the last device closed the port
 
 
 async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str]) -> None:
@@ -175,18 +176,18 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
     try:
         _fill(sim, 1)
         _fill(sim, 2)
-        shared: dict[str, Any] = {}
+        links = SharedLinks()
         many = [{"name": f"r{a}", "address": f"HR{a}"} for a in range(0, 100, 20)]
         # A /dev/serial/by-id style link and the port it points to are one bus.
         by_id = Path(client_end).parent / "usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
         by_id.symlink_to(os.path.realpath(client_end))
         d1 = make_driver(device(str(by_id), many, name="a", max_gap=0,
-                                connection={"unit": 1}), shared)
+                                connection={"unit": 1}), links)
         d2 = make_driver(device(client_end, many, name="b", max_gap=0,
-                                connection={"unit": 2}), shared)
+                                connection={"unit": 2}), links)
         await d1.connect()
         await d2.connect()
-        assert d1.bus is d2.bus and len(shared) == 1
+        assert d1.bus is d2.bus and len(links) == 1
         order: list[int] = []
         client = d1.bus._client
         client.ctx.trace_pdu = on_send(lambda pdu: order.append(pdu.dev_id))
@@ -195,10 +196,10 @@ async def test_shared_port_one_connection_interleaved(pty_pair: tuple[str, str])
         # Five requests each, taken in turns rather than one scan after the other.
         assert order == [1, 2] * 5
         await d1.close()
-        assert shared  # still used by b
+        assert links.owners(d2.bus.key), "still used by b"
         await wait_for(lambda: d2.bus.connected, what="bus still open")
         await d2.close()
-        assert not shared
+        assert len(links) == 0
     finally:
         await sim.stop()
 
@@ -211,12 +212,12 @@ async def test_dead_unit_behind_a_gateway_does_not_cut_the_link(
     sim = await SimServer.tcp({1: LAYOUT, 2: LAYOUT}, framer="rtu")
     sim.silent.add(2)
     _fill(sim, 1)
-    shared: dict[str, Any] = {}
+    links = SharedLinks()
     conn = {"transport": "rtu_over_tcp", "timeout": "100ms", "retries": 0}
     alive = make_driver(device(sim.port, TAGS, name="alive", connection={**conn, "unit": 1}),
-                        shared)
+                        links)
     dead = make_driver(device(sim.port, TAGS, name="dead", connection={**conn, "unit": 2}),
-                       shared)
+                       links)
     try:
         await alive.connect()
         await dead.connect()

@@ -38,7 +38,7 @@ def test_non_finite_never_becomes_a_value() -> None:
             to_json(bad, VT.Double)
     sample = Sample(ts=0, values={})
     fill(sample, "x", ua.DataValue(ua.Variant([1.0, math.nan], VT.Double)))
-    assert sample.values == {"x": None} and sample.bad == {"x": "non-finite value"}
+    assert sample.values == {"x": None} and sample.bad == {"x": "not a finite number"}
 
 
 def test_structures_and_odd_types() -> None:

@@ -104,7 +104,7 @@ async def test_status_maps_to_quality(
         await drv.close()
     assert sample.values == {"Status": None, "Double": 2.5, "Float": None,
                              "missing": None, "foreign": None}
-    assert sample.bad == {"Status": "BadSensorFailure", "Float": "non-finite value",
+    assert sample.bad == {"Status": "BadSensorFailure", "Float": "not a finite number",
                           "missing": "BadNodeIdUnknown",
                           "foreign": "namespace urn:not-here is not on the server"}
     assert sample.uncertain == {"Double": "UncertainLastUsableValue"}

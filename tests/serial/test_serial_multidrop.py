@@ -13,6 +13,7 @@ import pytest
 from agent.config.load import parse_site
 from agent.sdk.counters import DeviceCounters
 from agent.sdk.driver import DeviceUnavailable, DriverContext
+from agent.sdk.links import SharedLinks
 from drivers.serial.driver import SerialDriver
 from drivers.serial.options import SerialDevice
 from drivers.serial.ptypeer import PtyPeer
@@ -38,10 +39,10 @@ def addressed(port: str, address: str, **extra: Any) -> dict[str, Any]:
 def drivers_on_one_bus(tmp_path: Path, *raw: dict[str, Any]) -> list[SerialDriver]:
     from drivers.serial.options import SerialDevice
 
-    shared: dict[str, Any] = {}  # what the scheduler gives all devices of the driver
+    links = SharedLinks()  # what the scheduler gives all devices of the driver
     return [SerialDriver(SerialDevice.model_validate(r),
                          DriverContext(tmp_path, DeviceCounters(), logging.getLogger("t"),
-                                       shared=shared)) for r in raw]
+                                       links=links)) for r in raw]
 
 
 def answer_by_address(peer: PtyPeer, delay: float = 0.05) -> list[bytes]:
@@ -182,4 +183,4 @@ async def test_joining_a_port_that_fails_to_open(tmp_path: Path) -> None:
     one, two = drivers_on_one_bus(tmp_path, addressed(missing, "01"), addressed(missing, "02"))
     results = await asyncio.gather(one.connect(), two.connect(), return_exceptions=True)
     assert all(isinstance(r, DeviceUnavailable) and "No such file" in str(r) for r in results)
-    assert one.context.shared["lines"] == {}
+    assert len(one.context.links) == 0

@@ -1,0 +1,73 @@
+"""``stale_after``: a good value that has not changed for this long is doubtful.
+
+A frozen PLC program or a sensor stuck at one value still answers every
+poll, with the same value.  Once a tag's value has been exactly the same
+(no deadband: any movement at all proves it alive) for ``stale_after`` by
+the samples' timestamps, its readings get ``uncertain: stale``; the first
+reading that differs goes out without it.  The quality change makes
+``report: change`` send both moments.
+
+A bad reading ends the run (the value is unknown); a reason the driver gave
+already (``uncertain``) is kept, not overwritten.  Runs before the report
+step.  State: one entry per tag with ``stale_after`` (last value, since when).
+
+Push devices (an OPC UA subscription) send nothing while a value stands
+still, so there the check happens only when a sample of the device arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.sdk import DeviceConfig, Sample
+
+__all__ = ["STALE", "StaleStep", "make_stale_step"]
+
+STALE = "stale"
+
+
+class StaleStep:
+    __slots__ = ("_limits", "_since")
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        #: tag -> stale_after in ms
+        self._limits = limits
+        #: tag -> (value, ts of the first reading with it)
+        self._since: dict[str, tuple[Any, int]] = {}
+
+    def process(self, samples: list[Sample]) -> list[Sample]:
+        return [self._one(s) for s in samples]
+
+    def _one(self, sample: Sample) -> Sample:
+        ts = sample.ts
+        since = self._since
+        bad = sample.bad
+        stale: list[str] | None = None
+        for name, limit in self._limits.items():
+            if name not in sample.values:
+                continue
+            if bad and name in bad:
+                since.pop(name, None)
+                continue
+            value = sample.values[name]
+            prev = since.get(name)
+            if prev is None or prev[0] != value or ts < prev[1]:
+                since[name] = (value, ts)
+            elif ts - prev[1] >= limit and name not in sample.uncertain:
+                if stale is None:
+                    stale = []
+                stale.append(name)
+        if stale is None:
+            return sample
+        # A new sample: the raw one is also what the status page shows.
+        return Sample(sample.ts, sample.values, sample.bad,
+                      {**sample.uncertain, **dict.fromkeys(stale, STALE)}, sample.clock)
+
+
+def make_stale_step(config: DeviceConfig) -> StaleStep | None:
+    limits: dict[str, int] = {}
+    for tag in config.tags:
+        after = tag.stale_after if tag.stale_after is not None else config.stale_after
+        if after is not None:
+            limits[tag.name] = max(1, round(after * 1000))
+    return StaleStep(limits) if limits else None

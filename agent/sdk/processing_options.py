@@ -63,7 +63,7 @@ def _parse_deadband(value: Any) -> Any:
         if match:
             pct = float(match.group(1))
             if pct > 100:
-                raise ValueError(f"a percentage deadband must be 0..100%, not {value!r}")
+                raise ValueError(f"a percent deadband must be 0..100, not {value!r}")
             return f"{pct:g}%"
         try:
             value = float(value)
@@ -164,7 +164,7 @@ class ProcessingDeviceOptions(_Common):
                                      f"a percentage deadband ({tag.deadband}) needs the tag's "
                                      "range: [lo, hi]", tag.deadband))
             elif tag.deadband is None and deadband_percent(self.deadband) is not None:
-                no_range.append(tag.name)
+                no_range.append(str(getattr(tag, "name", i)))
         if no_range:
             shown = ", ".join(no_range[:5]) + (f" and {len(no_range) - 5} more"
                                                if len(no_range) > 5 else "")

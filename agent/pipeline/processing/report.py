@@ -75,7 +75,7 @@ def _moved(value: Any, last: Any, deadband: float) -> bool:
         if value != value and last != last:  # both NaN: nothing moved
             return False
         if deadband > 0.0 and math.isfinite(value) and math.isfinite(last):
-            return abs(value - last) >= deadband
+            return bool(abs(value - last) >= deadband)
     return True
 
 
@@ -131,11 +131,11 @@ class ReportStep:
             if prev is not None:
                 prev_value, prev_quality, prev_ts = prev
                 deadband, heartbeat = plan
-                if quality == prev_quality and (
-                        value == prev_value or not _moved(value, prev_value, deadband)):
-                    # Unchanged: only a heartbeat (or a clock that went back) sends it.
-                    if not heartbeat or (ts - prev_ts < heartbeat and ts >= prev_ts):
-                        continue
+                unchanged = quality == prev_quality and (
+                    value == prev_value or not _moved(value, prev_value, deadband))
+                # Unchanged: only a heartbeat (or a clock that went back) sends it.
+                if unchanged and (not heartbeat or prev_ts <= ts < prev_ts + heartbeat):
+                    continue
             last[name] = (value, quality, ts)
             send.append(name)
         if len(send) == len(sample.values):

@@ -84,8 +84,9 @@ def create_items(
         params.SamplingInterval = interval * 1000
         params.QueueSize = tag.queue_size or cfg.queue_size
         params.DiscardOldest = True
-        if filters:
-            params.Filter = deadband_filter(cfg, index)
+        flt = deadband_filter(cfg, index) if filters else None
+        if flt is not None:  # else asyncua's default: an empty ExtensionObject, no filter
+            params.Filter = flt
         item = ua.MonitoredItemCreateRequest()
         item.ItemToMonitor = ua.ReadValueId(NodeId=node, AttributeId=AttributeIds.Value)
         item.MonitoringMode = ua.MonitoringMode.Reporting

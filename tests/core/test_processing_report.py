@@ -30,10 +30,11 @@ def report(tags: list[dict[str, Any]], **extra: Any) -> ReportStep:
     return step
 
 
-def sent(step: ReportStep, ts: int, values: dict[str, Any], **quality: dict[str, str]
+def sent(step: ReportStep, ts: int, values: dict[str, Any], *,
+         bad: dict[str, str] | None = None, uncertain: dict[str, str] | None = None
          ) -> dict[str, Any] | None:
     """What of one sample goes out (None: nothing, no sample)."""
-    out = step.process([Sample(ts, values, **quality)])
+    out = step.process([Sample(ts, values, bad or {}, uncertain or {})])
     assert len(out) <= 1
     return out[0].values if out else None
 

@@ -8,6 +8,7 @@ assertions compare what was sent with what was read.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -135,7 +136,7 @@ async def test_deadband_heartbeat_and_a_pulled_device(broker: Broker, tmp_path: 
         assert after and after[0]["ts"] == down_at, "the outage is sent at once"
         assert all(set(s["values"].values()) == {None} for s in after), after
         assert all(s["bad"] for s in after)
-        heartbeat_gaps = [b["ts"] - a["ts"] for a, b in zip(after, after[1:], strict=False)]
+        heartbeat_gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(after)]
         assert all(g >= BEAT_MS for g in heartbeat_gaps), "bad is resent at the heartbeat only"
 
     try:
@@ -150,7 +151,7 @@ def check_heartbeats(run: Run, tag: str) -> None:
     sent_ts = [s["ts"] for s in run.sent("press") if tag in s["values"]]
     polled = [s.ts for s in run.polls["press"]]
     assert len(sent_ts) >= 4
-    for before, after in zip(sent_ts, sent_ts[1:], strict=False):
+    for before, after in itertools.pairwise(sent_ts):
         due = before + BEAT_MS
         late = [t for t in polled if due <= t < after]
         assert not late, f"a poll at {late[0]} was due for a heartbeat after {before}"

@@ -177,7 +177,7 @@ def test_derived_tags_follow_the_devices_keys_and_state_stays_bounded() -> None:
     assert sent(step, 0, {"a": 1.0, "power": 10.0}) == {"a": 1.0, "power": 10.0}
     assert sent(step, 1000, {"a": 1.0, "power": 10.5}) is None
     assert sent(step, 2000, {"a": 1.0, "power": 11.0}) == {"power": 11.0}
-    assert len(step._last) == 2
+    assert len(step._value) == 2
 
 
 def test_nan_is_not_a_change_every_poll() -> None:

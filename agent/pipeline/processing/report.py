@@ -43,16 +43,25 @@ log = logging.getLogger("agent.pipeline.processing.report")
 
 # Untracked tag names beyond the configured ones (derived tags); a safety cap.
 _EXTRA_CAP = 10_000
+# Samples this much older than the newest one seen mean the wall clock was
+# stepped back (NTP, an operator): every tag is then sent once, as after a
+# start, instead of waiting out heartbeats measured from the future.  Smaller
+# steps back are source timestamps arriving out of order (OPC UA queues).
+_CLOCK_BACK_MS = 60_000
+_NEVER = math.inf
+_MISSING: Any = object()
 
-# Per tag: None = report always; else (deadband, heartbeat in ms or 0 for none).
-_Plan = tuple[float, int] | None
 
+class _Plan:
+    """One tag's settings, resolved at plan time."""
 
-def _plan(policy: TagPolicy) -> _Plan:
-    if policy.report == "always":
-        return None
-    heartbeat = 0 if policy.heartbeat is None else max(1, round(policy.heartbeat * 1000))
-    return (policy.deadband, heartbeat)
+    __slots__ = ("always", "deadband", "heartbeat")
+
+    def __init__(self, policy: TagPolicy) -> None:
+        self.always = policy.report == "always"
+        self.deadband = policy.deadband
+        # ms; "never" without a heartbeat (ts + inf stays inf).
+        self.heartbeat = _NEVER if policy.heartbeat is None else policy.heartbeat * 1000
 
 
 def _quality(name: str, sample: Sample) -> str | None:
@@ -68,38 +77,59 @@ def _quality(name: str, sample: Sample) -> str | None:
     return None
 
 
-def _moved(value: Any, last: Any, deadband: float) -> bool:
-    """``value != last`` already holds; is it a change worth sending?"""
-    kind, last_kind = type(value), type(last)
-    if (kind is float or kind is int) and (last_kind is float or last_kind is int):
-        if value != value and last != last:  # both NaN: nothing moved
-            return False
-        if deadband > 0.0 and math.isfinite(value) and math.isfinite(last):
-            return bool(abs(value - last) >= deadband)
-    return True
+_NUMBER = frozenset({int, float})
+
+
+def _within(value: Any, last: Any, deadband: float) -> bool:
+    """``value != last``: is it still no change worth sending (inside the deadband)?
+
+    Only numbers have a deadband (a bool is not one here); NaN and infinities
+    are outside any deadband, except NaN after NaN, which did not move.
+    """
+    if type(value) in _NUMBER and type(last) in _NUMBER:
+        if -deadband < value - last < deadband:
+            return True
+        return bool(value != value and last != last)
+    return False
 
 
 class ReportStep:
-    """``report`` for one device; build with :func:`make_report_step`."""
+    """``report`` for one device; build with :func:`make_report_step`.
 
-    __slots__ = ("_default", "_extra", "_last", "_plans")
+    The hot loop touches, per unchanged tag, one dict lookup for its last
+    sent value and one for the time its heartbeat is due; the per-tag plan
+    is looked up only for tags that changed or are sent.
+    """
+
+    __slots__ = ("_deadband", "_default", "_due", "_extra", "_latest", "_name", "_plans",
+                 "_quality", "_value")
 
     def __init__(self, config: DeviceConfig, default_report: Report = REPORT_DEFAULT) -> None:
-        # Everything per tag is decided here, once: the loop only looks it up.
+        self._name = config.name
         self._plans: dict[str, _Plan] = {
-            tag.name: _plan(tag_policy(config, tag, default_report)) for tag in config.tags}
-        device_default = config.report or default_report
-        self._default: _Plan = (
-            None if device_default == "always" else
-            (float(config.deadband) if isinstance(config.deadband, float) else 0.0,
-             0 if config.heartbeat is None else max(1, round(config.heartbeat * 1000))))
+            tag.name: _Plan(tag_policy(config, tag, default_report)) for tag in config.tags}
+        # Tags the config does not list follow the device's own keys.
+        self._default = _Plan(TagPolicy(
+            report=config.report or default_report,
+            deadband=float(config.deadband) if isinstance(config.deadband, float) else 0.0,
+            heartbeat=config.heartbeat, stale_after=None))
         self._extra = 0
-        # name -> (value, quality, ts) of the last send
-        self._last: dict[str, tuple[Any, str | None, int]] = {}
+        self._latest = -_NEVER
+        #: tag -> last value sent (only tags that report by change)
+        self._value: dict[str, Any] = {}
+        #: tag -> ts at which an unchanged value is sent again
+        self._due: dict[str, float] = {}
+        #: tag -> quality key of the last send, only while it is not good
+        self._quality: dict[str, str] = {}
+        #: tag -> its deadband (0.0: any change), for the tags in _value
+        self._deadband: dict[str, float] = {}
 
     def _plan_of(self, name: str) -> _Plan:
+        plan = self._plans.get(name)
+        if plan is not None:
+            return plan
         if self._extra >= _EXTRA_CAP:
-            return None
+            return _ALWAYS
         self._extra += 1
         self._plans[name] = self._default
         return self._default
@@ -112,37 +142,60 @@ class ReportStep:
                 out.append(kept)
         return out
 
+    def _reset(self, ts: int) -> None:
+        log.info("device %s: the clock went back %.0f s; sending every tag once",
+                 self._name, (self._latest - ts) / 1000)
+        self._value.clear()
+        self._due.clear()
+        self._deadband.clear()
+        self._quality.clear()
+
     def _one(self, sample: Sample) -> Sample | None:
         ts = sample.ts
-        plans = self._plans
-        last = self._last
-        clean = not sample.bad and not sample.uncertain
+        if ts < self._latest - _CLOCK_BACK_MS:
+            self._reset(ts)
+        if ts > self._latest:
+            self._latest = ts
+        values = sample.values
+        last = self._value
+        due = self._due
+        deadbands = self._deadband
         send: list[str] = []
-        for name, value in sample.values.items():
-            try:
-                plan = plans[name]
-            except KeyError:
-                plan = self._plan_of(name)
-            if plan is None:
-                send.append(name)
-                continue
-            quality = None if clean else _quality(name, sample)
-            prev = last.get(name)
-            if prev is not None:
-                prev_value, prev_quality, prev_ts = prev
-                deadband, heartbeat = plan
-                unchanged = quality == prev_quality and (
-                    value == prev_value or not _moved(value, prev_value, deadband))
-                # Unchanged: only a heartbeat (or a clock that went back) sends it.
-                if unchanged and (not heartbeat or prev_ts <= ts < prev_ts + heartbeat):
+        if not sample.bad and not sample.uncertain and not self._quality:
+            # Everything good now and at the last sends: values decide alone.
+            # (The hot loop: subscripts, no calls, for the tags that stand still.)
+            for name, value in values.items():
+                try:
+                    prev = last[name]
+                except KeyError:  # first sight of the tag (state built at a start)
+                    self._sent(name, value, None, ts)
+                    send.append(name)
                     continue
-            last[name] = (value, quality, ts)
-            send.append(name)
-        if len(send) == len(sample.values):
+                if ts < due[name]:
+                    if value == prev:
+                        continue
+                    if type(value) in _NUMBER and type(prev) in _NUMBER:
+                        deadband = deadbands[name]
+                        if -deadband < value - prev < deadband or (
+                                value != value and prev != prev):
+                            continue
+                self._sent(name, value, None, ts)
+                send.append(name)
+        else:
+            qualities = self._quality
+            for name, value in values.items():
+                quality = _quality(name, sample)
+                prev = last.get(name, _MISSING)
+                if (prev is not _MISSING and ts < due[name]
+                        and quality == qualities.get(name)
+                        and (value == prev or _within(value, prev, deadbands[name]))):
+                    continue
+                self._sent(name, value, quality, ts)
+                send.append(name)
+        if len(send) == len(values):
             return sample
         if not send:
             return None
-        values = sample.values
         bad = sample.bad
         uncertain = sample.uncertain
         return Sample(
@@ -152,6 +205,25 @@ class ReportStep:
             {n: uncertain[n] for n in send if n in uncertain} if uncertain else {},
             sample.clock,
         )
+
+    def _sent(self, name: str, value: Any, quality: str | None, ts: int) -> None:
+        plan = self._plan_of(name)
+        if plan.always:
+            # Sent every time: "due" since ever, so the loop never skips it.
+            self._value[name] = None
+            self._due[name] = -_NEVER
+            self._deadband[name] = 0.0
+            return
+        self._value[name] = value
+        self._deadband[name] = plan.deadband
+        self._due[name] = ts + plan.heartbeat
+        if quality is None:
+            self._quality.pop(name, None)
+        else:
+            self._quality[name] = quality
+
+
+_ALWAYS = _Plan(TagPolicy(report="always", deadband=0.0, heartbeat=None, stale_after=None))
 
 
 def make_report_step(config: DeviceConfig) -> ReportStep | None:

@@ -65,7 +65,7 @@ class Run:
     def sent(self, device: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for msg in self.col.json_payloads(f"/data/{device}"):
-            out.extend(msg["samples"])  # type: ignore[arg-type]
+            out.extend(msg["samples"])
         return out
 
     async def polls_after(self, n: int, device: str = "press") -> None:

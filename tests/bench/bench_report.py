@@ -9,7 +9,8 @@ stored messages (processing stage, Buffer.add, commit: encode, split,
 SQLite) with
 
 - ``report: always`` (the json default; no step is built), and
-- ``report: change`` with ``deadband: 0.5`` and ``heartbeat: 5m``.
+- ``report: change`` with ``deadband: 0.5`` and ``heartbeat: 5m``, and
+- the same plus ``stale_after: 10m`` (two steps: stale, then report).
 
 Wire figures are the data messages the uplink would publish (envelope,
 topic and MQTT header included), per second of polling, after the first
@@ -70,19 +71,24 @@ def make_polls(n: int, seed: int = 7) -> list[Sample]:
     return polls
 
 
-def device(report: str) -> DeviceConfig:
-    extra: dict[str, Any] = {"report": report}
-    if report == "change":
+MODES = ("always", "change", "change+stale")
+
+
+def device(mode: str) -> DeviceConfig:
+    extra: dict[str, Any] = {"report": mode.split("+")[0]}
+    if mode != "always":
         extra |= {"deadband": DEADBAND, "heartbeat": "5m"}
+    if mode.endswith("+stale"):
+        extra["stale_after"] = "10m"
     return DeviceConfig.model_validate(
         {"name": "site", "driver": "bench", "poll": "1s",
          "tags": [{"name": f"tag{i:05d}"} for i in range(TAGS)], **extra})
 
 
-async def one_round(work: Path, polls: list[Sample], report: str) -> dict[str, float]:
+async def one_round(work: Path, polls: list[Sample], mode: str) -> dict[str, float]:
     processing = Processing()
-    processing.apply([device(report)])
-    buf = Buffer(work / f"{report}.sqlite", max_size=2**31, max_age=86400,
+    processing.apply([device(mode)])
+    buf = Buffer(work / f"{mode}.sqlite", max_size=2**31, max_age=86400,
                  max_message=128 * 1024, commit_interval=1.0)
     await buf.open()
     wire_first = msgs_first = 0
@@ -107,7 +113,7 @@ async def one_round(work: Path, polls: list[Sample], report: str) -> dict[str, f
             msgs += added
     total = cpu() - t0
     await buf.close()
-    (work / f"{report}.sqlite").unlink()
+    (work / f"{mode}.sqlite").unlink()
     seconds = len(polls) - 1  # one poll per second after the first
     readings = len(polls) * TAGS
     return {"bytes_s": wire / seconds, "msgs_s": msgs / seconds, "first_bytes": wire_first,
@@ -117,19 +123,19 @@ async def one_round(work: Path, polls: list[Sample], report: str) -> dict[str, f
 
 async def main(rounds: int, n: int) -> None:
     polls = make_polls(n)
-    res: dict[str, list[dict[str, float]]] = {"always": [], "change": []}
+    res: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(rounds):
-            for report in ("always", "change"):
-                res[report].append(await one_round(Path(tmp), polls, report))
+            for mode in MODES:
+                res[mode].append(await one_round(Path(tmp), polls, mode))
 
     def med(report: str, key: str) -> float:
         return statistics.median(r[key] for r in res[report])
 
     print(f"{TAGS} tags at 1 s, {MOVE:.0%} move past the deadband per poll, {JITTER:.0%} jitter "
           f"inside it; {n} polls, {rounds} rounds (medians)")
-    for report in ("always", "change"):
-        print(f"  report: {report:6s} wire {med(report, 'bytes_s') / 1024:8.1f} KiB/s, "
+    for report in MODES:
+        print(f"  {report:12s} wire {med(report, 'bytes_s') / 1024:8.1f} KiB/s, "
               f"{med(report, 'msgs_s'):5.2f} messages/s (first poll "
               f"{med(report, 'first_bytes') / 1024:.0f} KiB in {med(report, 'first_msgs'):.0f}); "
               f"path {med(report, 'cpu'):.3f} CPU s per million readings polled")
@@ -140,6 +146,8 @@ async def main(rounds: int, n: int) -> None:
     print(f"  stage alone: {med('change', 'stage'):.3f} CPU s per million readings polled "
           f"= {med('change', 'stage') / plain:.0%} of the plain path ({plain:.3f}); "
           f"whole change path {med('change', 'cpu') / plain:.0%} of plain")
+    print(f"  stale + report: {med('change+stale', 'stage'):.3f} CPU s per million readings "
+          f"polled = {med('change+stale', 'stage') / plain:.0%} of the plain path")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak RSS of this process: {rss:.0f} MB")
 

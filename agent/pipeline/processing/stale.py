@@ -32,8 +32,9 @@ class StaleStep:
     def __init__(self, limits: dict[str, int]) -> None:
         #: tag -> stale_after in ms
         self._limits = limits
-        #: tag -> (value, ts of the first reading with it)
-        self._since: dict[str, tuple[Any, int]] = {}
+        #: tag -> (value, ts of the first reading with it, ts from which it is stale);
+        #: a tag with stale_after and no value yet has the entry _UNSEEN.
+        self._since: dict[str, tuple[Any, int, int]] = dict.fromkeys(limits, _UNSEEN)
 
     def process(self, samples: list[Sample]) -> list[Sample]:
         return [self._one(s) for s in samples]
@@ -43,17 +44,16 @@ class StaleStep:
         since = self._since
         bad = sample.bad
         stale: list[str] | None = None
-        for name, limit in self._limits.items():
-            if name not in sample.values:
-                continue
+        for name, value in sample.values.items():
+            entry = since.get(name)
+            if entry is None:
+                continue  # no stale_after on this tag
             if bad and name in bad:
-                since.pop(name, None)
+                since[name] = _UNSEEN  # the value is unknown: a new run starts after it
                 continue
-            value = sample.values[name]
-            prev = since.get(name)
-            if prev is None or prev[0] != value or ts < prev[1]:
-                since[name] = (value, ts)
-            elif ts - prev[1] >= limit and name not in sample.uncertain:
+            if entry[0] is _NOTHING or entry[0] != value or ts < entry[1]:
+                since[name] = (value, ts, ts + self._limits[name])
+            elif ts >= entry[2] and name not in sample.uncertain:
                 if stale is None:
                     stale = []
                 stale.append(name)
@@ -62,6 +62,10 @@ class StaleStep:
         # A new sample: the raw one is also what the status page shows.
         return Sample(sample.ts, sample.values, sample.bad,
                       {**sample.uncertain, **dict.fromkeys(stale, STALE)}, sample.clock)
+
+
+_NOTHING: Any = object()
+_UNSEEN: tuple[Any, int, int] = (_NOTHING, 0, 0)
 
 
 def make_stale_step(config: DeviceConfig) -> StaleStep | None:

@@ -30,6 +30,7 @@ tracked, beyond that they are always sent (bounded memory, nothing lost).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from typing import Any
@@ -93,16 +94,31 @@ def _within(value: Any, last: Any, deadband: float) -> bool:
     return False
 
 
+class _Unequal:
+    """The "last value" of a tag sent every time: equal to nothing."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_SEND_ALWAYS = _Unequal()
+
+
 class ReportStep:
     """``report`` for one device; build with :func:`make_report_step`.
 
-    The hot loop touches, per unchanged tag, one dict lookup for its last
-    sent value and one for the time its heartbeat is due; the per-tag plan
-    is looked up only for tags that changed or are sent.
+    The hot loop touches one dict entry per tag that stands still (its last
+    sent value) and calls nothing; the per-tag plan is looked up only for
+    tags that moved.  Heartbeats come from a heap of due times, one entry
+    per tag, so a poll looks only at the tags whose heartbeat is due.
     """
 
-    __slots__ = ("_deadband", "_default", "_due", "_extra", "_latest", "_name", "_plans",
-                 "_quality", "_value")
+    __slots__ = ("_deadband", "_default", "_due", "_extra", "_heap", "_latest", "_name",
+                 "_overdue", "_plans", "_quality", "_queued", "_value")
 
     def __init__(self, config: DeviceConfig, default_report: Report = REPORT_DEFAULT) -> None:
         self._name = config.name
@@ -117,12 +133,18 @@ class ReportStep:
         self._latest = -_NEVER
         #: tag -> last value sent (only tags that report by change)
         self._value: dict[str, Any] = {}
-        #: tag -> ts at which an unchanged value is sent again
-        self._due: dict[str, float] = {}
-        #: tag -> quality key of the last send, only while it is not good
-        self._quality: dict[str, str] = {}
         #: tag -> its deadband (0.0: any change), for the tags in _value
         self._deadband: dict[str, float] = {}
+        #: tag -> quality key of the last send, only while it is not good
+        self._quality: dict[str, str] = {}
+        #: tag -> ts from which an unchanged value is sent again (tags with a heartbeat)
+        self._due: dict[str, float] = {}
+        #: (due, tag), at most one entry per tag (those in _queued); an entry
+        #: whose tag was sent since is pushed again with the new due time.
+        self._heap: list[tuple[float, str]] = []
+        self._queued: set[str] = set()
+        #: tags whose heartbeat is due, waiting for a sample that has them
+        self._overdue: set[str] = set()
 
     def _plan_of(self, name: str) -> _Plan:
         plan = self._plans.get(name)
@@ -145,10 +167,25 @@ class ReportStep:
     def _reset(self, ts: int) -> None:
         log.info("device %s: the clock went back %.0f s; sending every tag once",
                  self._name, (self._latest - ts) / 1000)
-        self._value.clear()
-        self._due.clear()
-        self._deadband.clear()
-        self._quality.clear()
+        for state in (self._value, self._deadband, self._quality, self._due):
+            state.clear()
+        self._heap.clear()
+        self._queued.clear()
+        self._overdue.clear()
+
+    def _due_now(self, ts: int) -> set[str]:
+        """Tags whose heartbeat is due at ``ts`` (popped from the heap)."""
+        heap, due, overdue = self._heap, self._due, self._overdue
+        while heap and heap[0][0] <= ts:
+            when, name = heapq.heappop(heap)
+            current = due.get(name)
+            if current is not None and current > when:
+                heapq.heappush(heap, (current, name))  # sent since: due later
+            else:
+                self._queued.discard(name)
+                if current is not None:
+                    overdue.add(name)
+        return overdue
 
     def _one(self, sample: Sample) -> Sample | None:
         ts = sample.ts
@@ -158,7 +195,6 @@ class ReportStep:
             self._latest = ts
         values = sample.values
         last = self._value
-        due = self._due
         deadbands = self._deadband
         send: list[str] = []
         if not sample.bad and not sample.uncertain and not self._quality:
@@ -171,14 +207,12 @@ class ReportStep:
                     self._sent(name, value, None, ts)
                     send.append(name)
                     continue
-                if ts < due[name]:
-                    if value == prev:
+                if value == prev:
+                    continue
+                if type(value) in _NUMBER and type(prev) in _NUMBER:
+                    deadband = deadbands[name]
+                    if -deadband < value - prev < deadband or (value != value and prev != prev):
                         continue
-                    if type(value) in _NUMBER and type(prev) in _NUMBER:
-                        deadband = deadbands[name]
-                        if -deadband < value - prev < deadband or (
-                                value != value and prev != prev):
-                            continue
                 self._sent(name, value, None, ts)
                 send.append(name)
         else:
@@ -186,12 +220,21 @@ class ReportStep:
             for name, value in values.items():
                 quality = _quality(name, sample)
                 prev = last.get(name, _MISSING)
-                if (prev is not _MISSING and ts < due[name]
-                        and quality == qualities.get(name)
+                if (prev is not _MISSING and quality == qualities.get(name)
                         and (value == prev or _within(value, prev, deadbands[name]))):
                     continue
                 self._sent(name, value, quality, ts)
                 send.append(name)
+        if (self._heap and self._heap[0][0] <= ts) or self._overdue:
+            beats = self._due_now(ts)
+            sending = set(send)
+            for name in [n for n in beats if n in values]:
+                beats.discard(name)
+                if name not in sending:
+                    self._sent(name, values[name], _quality(name, sample), ts)
+                    sending.add(name)
+            if len(sending) != len(send):  # keep the sample's tag order
+                send = [n for n in values if n in sending]
         if len(send) == len(values):
             return sample
         if not send:
@@ -209,18 +252,22 @@ class ReportStep:
     def _sent(self, name: str, value: Any, quality: str | None, ts: int) -> None:
         plan = self._plan_of(name)
         if plan.always:
-            # Sent every time: "due" since ever, so the loop never skips it.
-            self._value[name] = None
-            self._due[name] = -_NEVER
+            self._value[name] = _SEND_ALWAYS
             self._deadband[name] = 0.0
             return
         self._value[name] = value
         self._deadband[name] = plan.deadband
-        self._due[name] = ts + plan.heartbeat
         if quality is None:
             self._quality.pop(name, None)
         else:
             self._quality[name] = quality
+        if plan.heartbeat != _NEVER:
+            due = ts + plan.heartbeat
+            self._due[name] = due
+            self._overdue.discard(name)
+            if name not in self._queued:
+                heapq.heappush(self._heap, (due, name))
+                self._queued.add(name)
 
 
 _ALWAYS = _Plan(TagPolicy(report="always", deadband=0.0, heartbeat=None, stale_after=None))

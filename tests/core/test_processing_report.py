@@ -232,3 +232,18 @@ def test_mistakes_are_reported_on_their_key(extra: dict[str, Any], where: tuple[
     errors = info.value.errors()
     assert [e["loc"][:len(where)] for e in errors] == [where]
     assert message in errors[0]["msg"]
+
+
+def test_heartbeat_counts_from_the_last_send_and_waits_for_an_absent_tag() -> None:
+    step = report([{"name": "a"}, {"name": "b"}], heartbeat="2s")
+    assert sent(step, 0, {"a": 1, "b": 1}) == {"a": 1, "b": 1}
+    assert sent(step, 1500, {"a": 2, "b": 1}) == {"a": 2}
+    # b is due at 2000; a not before 3500 (its change restarted the count).
+    assert sent(step, 2000, {"a": 2, "b": 1}) == {"b": 1}
+    assert sent(step, 3000, {"a": 2, "b": 1}) is None
+    # a is due at 3500 but a push device's sample may not carry it: it goes
+    # out with the next sample that has it, and b's own turn is unaffected.
+    assert sent(step, 3600, {"b": 1}) is None
+    assert sent(step, 3700, {"b": 1, "a": 2}) == {"a": 2}
+    assert sent(step, 4000, {"a": 2, "b": 1}) == {"b": 1}
+    assert len(step._heap) == 2, "one heap entry per tag"

@@ -109,6 +109,10 @@ async def test_sync_restamps_the_buffer_from_the_monotonic_clock(tmp_path: Path)
         assert [o["ts"] for o in got[1:7]] == truth
         assert all("clock" not in o for o in got[1:])
         assert got[7]["ts"] == TRUE_NOW + clock.mono
+        # What the uplink fetches next (the live end is served from memory) is
+        # the re-stamped data too.
+        fetched = [o for b in await buffer.fetch(0, 100) for o in json.loads(b.samples_json)]
+        assert fetched == got
         assert buffer.stats.bytes == sum(
             len(p) for p in [r[0] for r in sqlite3.connect(tmp_path / "b.sqlite").execute(
                 "SELECT payload FROM batches")])

@@ -94,6 +94,7 @@ async def one_round(work: Path, polls: list[Sample], mode: str) -> dict[str, flo
     wire_first = msgs_first = 0
     wire = msgs = 0
     stage = 0.0
+    cursor = 0  # the last seq "sent"
     t0 = cpu()
     for i, poll in enumerate(polls):
         s0 = cpu()
@@ -102,10 +103,11 @@ async def one_round(work: Path, polls: list[Sample], mode: str) -> dict[str, flo
         buf.add("site", out)
         added = await buf.commit()
         # What the uplink publishes: read back this commit's messages.
-        batches = await buf.fetch(0, 1000)
+        batches = await buf.fetch(cursor, 1000)
         size = sum(len(b.samples_json) + ENVELOPE + len(TOPIC) + MQTT_HEADER for b in batches)
         for b in batches:
             buf.ack(b.seq)
+            cursor = b.seq
         if i == 0:
             wire_first, msgs_first = size, added
         else:

@@ -42,18 +42,21 @@ class StaleStep:
     def _one(self, sample: Sample) -> Sample:
         ts = sample.ts
         since = self._since
+        entry_of = since.get
         bad = sample.bad
+        uncertain = sample.uncertain
         stale: list[str] | None = None
         for name, value in sample.values.items():
-            entry = since.get(name)
+            entry = entry_of(name)
             if entry is None:
                 continue  # no stale_after on this tag
             if bad and name in bad:
                 since[name] = _UNSEEN  # the value is unknown: a new run starts after it
                 continue
-            if entry[0] is _NOTHING or entry[0] != value or ts < entry[1]:
+            prev, start, deadline = entry
+            if prev != value or ts < start:  # (_NOTHING equals no value)
                 since[name] = (value, ts, ts + self._limits[name])
-            elif ts >= entry[2] and name not in sample.uncertain:
+            elif ts >= deadline and not (uncertain and name in uncertain):
                 if stale is None:
                     stale = []
                 stale.append(name)

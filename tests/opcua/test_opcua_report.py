@@ -152,3 +152,29 @@ async def test_check_notes_report_change_on_a_subscription(make_device: Any) -> 
     assert PLUGIN.check is not None
     notes = [w for w in PLUGIN.check([sub, polled]) if w.startswith("note:")]
     assert len(notes) == 1 and "device sub" in notes[0] and "heartbeat" in notes[0]
+
+
+async def test_quality_changes_go_out_even_inside_the_deadband(
+    sim: SimServer, context: Any, make_device: Any, wait: Any
+) -> None:
+    cfg = make_device(sim.endpoint, [tag("Q")], mode="subscribe", interval="50ms",
+                      report="change", deadband=100)
+    # asyncua's server applies a deadband to status changes too (the spec says
+    # a StatusValue trigger reports them): it refuses the filter here, so the
+    # agent's own stage is what is tested.
+    seen: list[ua.MonitoredItemCreateRequest] = []
+    with server_items(sim, refuse=True, seen=seen):
+        st = Staged(OpcuaDriver(cfg, context))
+        await quality_round(sim, st, wait)
+    staged = [(s.values["q"], s.uncertain.get("q")) for s in st.staged if "q" in s.values]
+    assert staged == [(0.0, None), (0.0, "UncertainLastUsableValue"), (1.0, None)]
+
+
+async def quality_round(sim: SimServer, st: Staged, wait: Any) -> None:
+    async with st:
+        await wait(lambda: st.latest("q") == 0.0, what="the initial value")
+        await sim.set("Q", 0.0, VT.Double, status=StatusCodes.UncertainLastUsableValue)
+        await wait(lambda: any(s.uncertain for s in st.samples), what="the uncertain value")
+        await sim.set("Q", 1.0, VT.Double)  # good again, and inside the deadband
+        await wait(lambda: st.latest("q") == 1.0, what="good again")
+    await sim.set("Q", 0.0, VT.Double)

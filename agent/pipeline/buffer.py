@@ -53,6 +53,8 @@ _IDLE_BEAT = 5.0
 # the uplink sends them without reading them back through the worker thread,
 # where the fetch would queue behind the next commit's fsync.
 _RECENT_BYTES = 2 * 1024 * 1024
+# How a stored sample taken with an unsynchronised clock is marked (see restamp).
+_UNSYNCED = b'"clock":"unsynced"'
 # Samples held in memory while the disk refuses writes, per device.
 _PENDING_CAP = 10_000
 
@@ -121,7 +123,7 @@ def encode_sample(sample: Sample) -> bytes:
             if not _finite(value):
                 values[tag] = None
                 bad[tag] = NOT_FINITE
-        fixed = Sample(sample.ts, values, bad, sample.uncertain)
+        fixed = Sample(sample.ts, values, bad, sample.uncertain, sample.clock)
         return json.dumps(fixed.to_json_obj(), separators=(",", ":"), default=str).encode()
     except TypeError:
         return json.dumps(obj, separators=(",", ":"), default=str).encode()
@@ -140,6 +142,7 @@ def _split_sample(sample: Sample, limit: int) -> list[bytes]:
             {t: sample.values[t] for t in names},
             {t: sample.bad[t] for t in names if t in sample.bad},
             {t: sample.uncertain[t] for t in names if t in sample.uncertain},
+            sample.clock,
         )
         encoded = encode_sample(piece)
         if len(encoded) > limit and chunk > 1:
@@ -332,6 +335,30 @@ class Buffer:
         rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
         return [StoredBatch(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
+    def _restamp(self, fix: Callable[[int], int | None]) -> int:
+        assert self._db is not None
+        db = self._db
+        fixed = 0
+        rows = db.execute("SELECT seq, payload FROM batches WHERE instr(payload, ?) > 0",
+                          (_UNSYNCED,)).fetchall()
+        for seq, payload in rows:
+            samples = json.loads(payload)
+            count = 0
+            for obj in samples:
+                new = fix(obj["ts"]) if obj.get("clock") is not None else None
+                if new is not None:
+                    obj["ts"] = new
+                    del obj["clock"]
+                    count += 1
+            if count:
+                # Never longer than before (the flag goes, ts keeps its digits),
+                # so the batch still fits max_message.
+                data = json.dumps(samples, separators=(",", ":")).encode()
+                db.execute("UPDATE batches SET payload = ? WHERE seq = ?", (data, seq))
+                self.stats.bytes += len(data) - len(payload)
+                fixed += count
+        return fixed
+
     def _max_seq(self) -> int:
         assert self._db is not None
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='batches'").fetchone()
@@ -460,6 +487,28 @@ class Buffer:
         if upto is None and (batches := self._from_memory(after, limit)) is not None:
             return batches
         return list(await self._call(self._fetch, after, upto, limit))
+
+    async def restamp(self, fix: Callable[[int], int | None]) -> int:
+        """Give samples flagged ``"clock": "unsynced"`` the time ``fix(ts)`` and drop
+        the flag (None from ``fix``: leave the sample as it is); returns how many.
+
+        Covers samples still in memory and stored batches alike; a batch in
+        flight may still go out with its old times (it is flagged).
+        """
+        fixed = 0
+        for samples in self._pending.values():
+            for sample in samples:
+                if sample.clock is not None and (new := fix(sample.ts)) is not None:
+                    sample.ts = new
+                    sample.clock = None
+                    fixed += 1
+        fixed += int(await self._call(self._restamp, fix))
+        # The copies kept for the live fetch still have the old bytes: from
+        # now on the uplink reads the re-stamped rows from the database.
+        self._recent.clear()
+        self._recent_bytes = 0
+        self._fresh = []
+        return fixed
 
     async def max_seq(self) -> int:
         return int(await self._call(self._max_seq))

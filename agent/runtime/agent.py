@@ -23,6 +23,7 @@ from agent.config.plugins import load_plugins
 from agent.config.store import ConfigStore
 from agent.pipeline.buffer import Buffer
 from agent.pipeline.processing import Processing
+from agent.pipeline.processing.clock import ClockMonitor, ClockSource
 from agent.pipeline.scheduler import Scheduler
 from agent.pipeline.uplink import Uplink
 from agent.runtime.http import http_service
@@ -46,7 +47,7 @@ class Agent:
     """One running gateway.  ``run()`` until ``stop()``."""
 
     def __init__(self, site: Site, state_dir: Path, *, notifier: Notifier | None = None,
-                 store: ConfigStore | None = None) -> None:
+                 store: ConfigStore | None = None, clock: ClockSource | None = None) -> None:
         self.site = site
         self.state_dir = state_dir
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -75,6 +76,8 @@ class Agent:
         self.buffer.heartbeat = self.watchdog.heartbeat(
             "buffer", 3 * cfg.buffer.commit_interval + 60.0)
         self.processing = Processing()
+        self.clock = ClockMonitor(clock)
+        self.clock.on_sync.append(self.buffer.restamp)
         self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
                                    sink=self._sink)
         #: The config files (site, last-good, probation) and their one policy.
@@ -111,7 +114,7 @@ class Agent:
     def _sink(self, device: str, samples: list[Sample]) -> None:
         # The status view and observers see every reading; the buffer what
         # the processing stage decided to send.
-        self.buffer.add(device, self.processing(device, samples))
+        self.buffer.add(device, self.clock.mark(self.processing(device, samples)))
         if samples:
             self.latest[device] = samples[-1]
             for observe in self.observers:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.sdk.counters import DeviceCounters
 from agent.sdk.links import SharedLinks
+from agent.sdk.processing_options import ProcessingDeviceOptions, ProcessingTagOptions
 from agent.sdk.readings import Sample
 from agent.sdk.types import Duration
 
@@ -63,7 +64,7 @@ class StrictModel(BaseModel):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class TagConfig(StrictModel):
+class TagConfig(ProcessingTagOptions, StrictModel):
     """Options every tag has, whatever the protocol; drivers subclass it."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Key of the value in samples")
@@ -73,7 +74,7 @@ class TagConfig(StrictModel):
     max: float | None = Field(None, description="Highest value a write may set")
 
 
-class DeviceConfig(StrictModel):
+class DeviceConfig(ProcessingDeviceOptions, StrictModel):
     """Options every device has; each driver subclasses it with its own.
 
     Subclasses add ``connection`` and ``tags`` (a list of a TagConfig

@@ -27,6 +27,9 @@ class Sample:
     values: dict[str, Any]
     bad: dict[str, str] = field(default_factory=dict)
     uncertain: dict[str, str] = field(default_factory=dict)
+    #: "unsynced" while the gateway's clock is not synchronised (then ``ts``
+    #: may be wrong); None otherwise.  See agent/pipeline/processing/clock.py.
+    clock: str | None = None
 
     @classmethod
     def all_bad(cls, tags: list[str], error: str, ts: int | None = None) -> Sample:
@@ -42,4 +45,6 @@ class Sample:
             obj["bad"] = self.bad
         if self.uncertain:
             obj["uncertain"] = self.uncertain
+        if self.clock is not None:
+            obj["clock"] = self.clock
         return obj

@@ -68,6 +68,7 @@ class OpcuaDriver(Driver):
         self._lost_reason = ""
         self._nodes: list[ua.NodeId | None] = []
         self._unresolved: dict[int, str] = {}
+        self._filter_refused: dict[int, str] = {}  # tags whose deadband filter the server refused
         self._read_limit = _DEFAULT_LIMIT
         self._items_limit = _DEFAULT_LIMIT
         self._plan: list[tuple[ua.ReadParameters, list[str]]] = []
@@ -247,11 +248,13 @@ class OpcuaDriver(Driver):
         conn = self.cfg.connection
         batcher = Batcher(self.names, emit, stale_after=math.inf)  # set from the server's answer
         nodes = [(i, n) for i, n in enumerate(self._nodes) if n is not None]
+        refused: dict[int, str] = {}
         try:
             sub_id, failed = await start_subscription(
-                client, self.cfg, nodes, batcher, self._items_limit)
+                client, self.cfg, nodes, batcher, self._items_limit, refused)
         except Exception as err:
             raise self._unavailable(err) from err
+        self._log_refused(refused)
         failed.update(self._unresolved)
         self._emit_failed(emit, failed)
         period = min(1.0, batcher.stale_after / 3, conn.keepalive)
@@ -263,7 +266,8 @@ class OpcuaDriver(Driver):
                 if found:
                     late = [(i, n) for i in found if (n := self._nodes[i]) is not None]
                     self._emit_failed(emit, await add_items(
-                        client, self.cfg, sub_id, late, self._items_limit))
+                        client, self.cfg, sub_id, late, self._items_limit, refused))
+                    self._log_refused(refused)
             except Exception as err:
                 raise self._unavailable(err) from err
             if batcher.failure is not None:
@@ -276,6 +280,25 @@ class OpcuaDriver(Driver):
             # Checked and alive: a subscription without changes is quiet, not
             # dead (its keep-alives are watched above), so tell the core.
             emit([])
+
+    def _log_refused(self, refused: dict[int, str]) -> None:
+        # Once per tag for the life of the device, not at every reconnect.
+        new = {i: why for i, why in refused.items() if i not in self._filter_refused}
+        if not new:
+            return
+        self._filter_refused.update(new)
+        self.context.counters.count("deadband_filters_refused", len(new))
+        by_status: dict[str, list[str]] = {}
+        for i, why in new.items():
+            by_status.setdefault(why, []).append(self.names[i])
+        for why, names in by_status.items():
+            local = [n for n in names if (self.cfg.tag(n).report or self.cfg.report) == "change"]
+            self.context.log.warning(
+                "device %s: the server refused the deadband filter (%s) on %s; subscribed "
+                "without it: %s", self.cfg.name, why, ", ".join(names),
+                "the agent's report-by-exception stage applies the deadband" if len(local) ==
+                len(names) else "every change is sent (set report: change to filter locally)",
+                extra={"device": self.cfg.name})
 
     def _emit_failed(self, emit: Emit, failed: dict[int, str]) -> None:
         # Tags without a monitored item: one bad sample, as their only reading.

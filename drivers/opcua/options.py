@@ -91,9 +91,10 @@ class OpcuaConnection(StrictModel):
 
 class OpcuaTag(TagConfig):
     node: str = Field(description="NodeId: ns=2;s=..., nsu=urn:...;s=..., i=2258")
-    deadband: float | None = Field(None, ge=0, description="Subscribe: report changes above this")
+    # `deadband` (a number or "2%") is the sdk's, shared with every driver;
+    # in subscribe mode it also goes to the server as a DataChangeFilter.
     deadband_type: Literal["absolute", "percent"] = Field(
-        "absolute", description="Deadband in engineering units, or percent of the EURange"
+        "absolute", description="Legacy spelling: deadband: 1 with percent is deadband: 1%"
     )
     sampling_interval: Duration | None = Field(
         None, ge=0, description="Subscribe: this tag's sampling interval (default: interval)"
@@ -108,11 +109,16 @@ class OpcuaTag(TagConfig):
         parse_node(node)
         return node.strip()
 
-    @model_validator(mode="after")
-    def _percent_needs_value(self) -> OpcuaTag:
-        if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
-            raise ValueError("a percent deadband must be 0..100")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_percent(cls, data: Any) -> Any:
+        # `deadband: 1, deadband_type: percent` (before the sdk's "1%") keeps working.
+        if (isinstance(data, dict) and data.get("deadband_type") == "percent"
+                and isinstance(data.get("deadband"), int | float)
+                and not isinstance(data.get("deadband"), bool)):
+            data = dict(data)
+            data["deadband"] = f"{data['deadband']}%"
+        return data
 
 
 class OpcuaDevice(DeviceConfig):
@@ -141,6 +147,11 @@ class OpcuaDevice(DeviceConfig):
             if "interval" in data:
                 data["poll"] = data["interval"]
         return data
+
+    def percent_needs_range(self) -> bool:
+        # Subscribed, the server applies a percent deadband against the node's
+        # EURange; the local stage needs `range` only when it has to stand in.
+        return self.mode != "subscribe"
 
     def tag(self, name: str) -> OpcuaTag:
         for tag in self.tags:

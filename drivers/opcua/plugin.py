@@ -20,6 +20,10 @@ def _factory(config: DeviceConfig, context: DriverContext) -> Driver:
     return factory(config, context)
 
 
+def _reports_by_exception(dev: OpcuaDevice) -> bool:
+    return any((t.report or dev.report) == "change" for t in dev.tags)
+
+
 def _check(devices: Sequence[DeviceConfig]) -> list[str]:
     """Site-level hints for ``edge-agent check``; never opens a connection."""
     warnings: list[str] = []
@@ -33,6 +37,13 @@ def _check(devices: Sequence[DeviceConfig]) -> list[str]:
             warnings.append(
                 f"device {dev.name}: publishing_interval is over 10x the sampling interval; "
                 "set queue_size so the samples in between are not dropped")
+        if dev.mode == "subscribe" and _reports_by_exception(dev):
+            warnings.append(
+                f"note: device {dev.name}: report: change on a subscription: the server "
+                "already sends only changes (the deadband goes to it as a DataChangeFilter); "
+                "the agent filters what arrives once more, and judges heartbeat and "
+                "stale_after only when a change arrives (a value that stands still is not "
+                "sent again)")
     for endpoint, names in by_endpoint.items():
         if len(names) > 1:
             # Each device has its own session; PLC servers allow few (often 8..32).

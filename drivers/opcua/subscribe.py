@@ -21,13 +21,38 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from agent.sdk.driver import Emit
+from agent.sdk.processing_options import deadband_percent
 from agent.sdk.readings import Sample, now_ms
 from drivers.opcua.convert import fill, ts_ms
 from drivers.opcua.options import OpcuaDevice
 
-__all__ = ["Batcher", "add_items", "create_items", "start_subscription", "subscription_params"]
+__all__ = ["Batcher", "add_items", "create_items", "deadband_filter", "start_subscription",
+           "subscription_params"]
 
-_DEADBAND = {"absolute": 1, "percent": 2}  # ua.DeadbandType values
+_ABSOLUTE, _PERCENT = 1, 2  # ua.DeadbandType values
+
+# What a server answers for a filter it will not apply (no deadband support, a
+# percent deadband on a node without an EURange, a non-numeric node).
+_FILTER_REFUSED = frozenset({
+    "BadFilterNotAllowed",
+    "BadDeadbandFilterInvalid",
+    "BadMonitoredItemFilterInvalid",
+    "BadMonitoredItemFilterUnsupported",
+})
+
+
+def deadband_filter(cfg: OpcuaDevice, index: int) -> ua.DataChangeFilter | None:
+    """The tag's deadband (its own, else the device's) as a DataChangeFilter."""
+    tag = cfg.tags[index]
+    deadband = tag.deadband if tag.deadband is not None else cfg.deadband
+    if deadband is None:
+        return None
+    flt = ua.DataChangeFilter()
+    flt.Trigger = ua.DataChangeTrigger.StatusValue
+    pct = deadband_percent(deadband)
+    flt.DeadbandType = _ABSOLUTE if pct is None else _PERCENT
+    flt.DeadbandValue = float(deadband) if pct is None else pct
+    return flt
 
 
 def subscription_params(cfg: OpcuaDevice) -> ua.CreateSubscriptionParameters:
@@ -47,7 +72,7 @@ def subscription_params(cfg: OpcuaDevice) -> ua.CreateSubscriptionParameters:
 
 
 def create_items(
-    cfg: OpcuaDevice, nodes: Sequence[tuple[int, ua.NodeId]]
+    cfg: OpcuaDevice, nodes: Sequence[tuple[int, ua.NodeId]], *, filters: bool = True
 ) -> list[ua.MonitoredItemCreateRequest]:
     """One request per (tag index, node); the client handle is the tag index."""
     items = []
@@ -59,11 +84,8 @@ def create_items(
         params.SamplingInterval = interval * 1000
         params.QueueSize = tag.queue_size or cfg.queue_size
         params.DiscardOldest = True
-        if tag.deadband is not None:
-            flt = ua.DataChangeFilter()
-            flt.Trigger = ua.DataChangeTrigger.StatusValue
-            flt.DeadbandType = _DEADBAND[tag.deadband_type]
-            flt.DeadbandValue = tag.deadband
+        flt = deadband_filter(cfg, index) if filters else None
+        if flt is not None:  # else asyncua's default: an empty ExtensionObject, no filter
             params.Filter = flt
         item = ua.MonitoredItemCreateRequest()
         item.ItemToMonitor = ua.ReadValueId(NodeId=node, AttributeId=AttributeIds.Value)
@@ -129,7 +151,7 @@ class Batcher:
 
 async def start_subscription(
     client: Client, cfg: OpcuaDevice, nodes: Sequence[tuple[int, ua.NodeId]], batcher: Batcher,
-    per_call: int,
+    per_call: int, refused: dict[int, str] | None = None,
 ) -> tuple[int, dict[int, str]]:
     """Create the subscription and its items; return its id and failed tags' statuses."""
     result = await client.uaclient.create_subscription(subscription_params(cfg), batcher)
@@ -140,15 +162,36 @@ async def start_subscription(
     keepalive = result.RevisedPublishingInterval * max(1, result.RevisedMaxKeepAliveCount) / 1000
     batcher.stale_after = 3 * keepalive + cfg.connection.timeout
     batcher.last_publish = time.monotonic()
-    return sub_id, await add_items(client, cfg, sub_id, nodes, per_call)
+    return sub_id, await add_items(client, cfg, sub_id, nodes, per_call, refused)
 
 
 async def add_items(
     client: Client, cfg: OpcuaDevice, sub_id: int, nodes: Sequence[tuple[int, ua.NodeId]],
+    per_call: int, refused: dict[int, str] | None = None,
+) -> dict[int, str]:
+    """Create monitored items in calls of at most ``per_call``; failed tags' statuses.
+
+    An item whose deadband filter the server refuses is created again without
+    it (the agent's own stage stands in); ``refused`` collects those tags' statuses.
+    """
+    failed = await _create(client, cfg, sub_id, create_items(cfg, nodes), per_call)
+    retry = {i: why for i, why in failed.items() if why in _FILTER_REFUSED
+             and deadband_filter(cfg, i) is not None}
+    if retry:
+        again = [(i, n) for i, n in nodes if i in retry]
+        for i in retry:
+            del failed[i]
+        failed.update(await _create(client, cfg, sub_id,
+                                    create_items(cfg, again, filters=False), per_call))
+        if refused is not None:
+            refused.update(retry)
+    return failed
+
+
+async def _create(
+    client: Client, cfg: OpcuaDevice, sub_id: int, items: list[ua.MonitoredItemCreateRequest],
     per_call: int,
 ) -> dict[int, str]:
-    """Create monitored items in calls of at most ``per_call``; failed tags' statuses."""
-    items = create_items(cfg, nodes)
     failed: dict[int, str] = {}
     start = 0
     while start < len(items):

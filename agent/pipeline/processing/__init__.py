@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from agent.pipeline.processing.report import make_report_step
+from agent.pipeline.processing.stale import make_stale_step
 from agent.sdk import DeviceConfig, Sample
 
 __all__ = ["STEP_FACTORIES", "DeviceChain", "Processing", "Step", "StepFactory"]
@@ -33,8 +35,9 @@ class Step(Protocol):
 #: Builds a device's step from its config, or None when the device does not use it.
 StepFactory = Callable[[DeviceConfig], Step | None]
 
-#: The steps, in the order they run.
-STEP_FACTORIES: tuple[StepFactory, ...] = ()
+#: The steps, in the order they run: stale marks quality, report (last)
+#: decides what is sent.
+STEP_FACTORIES: tuple[StepFactory, ...] = (make_stale_step, make_report_step)
 
 
 class DeviceChain:

@@ -2,20 +2,20 @@
 
 - One table of *batches*: all samples of one device collected during one
   commit window, encoded once as a JSON array of samples and split so that
-  no message exceeds ``max_message``.  The batch's ``seq`` is the table's
-  AUTOINCREMENT key, so it rises by one per batch and is never reused, even
-  after rows are deleted or the process restarts.
-- Group commit, WAL with ``synchronous=FULL``: a commit starts as soon as
-  there is something to write and the previous commit started at least
-  ``MIN_COMMIT_GAP`` (100 ms) ago, and never later than ``commit_interval``
-  after it: readings reach the uplink within ~100 ms, and an SD card sees
-  at most 10 fsyncs a second whatever the load (one per commit, not per
-  reading).  A ``kill -9`` or power cut loses only what was still in
-  memory: the readings of the last ~100 ms (or ``commit_interval``, if
-  smaller) and those of a commit in progress.
-- Rows are deleted only when the uplink reports the broker's PUBACK.
-- Bounded by size and age; beyond them the oldest batches go first, and
-  every drop is counted.
+  no message (envelope included) exceeds ``max_message``.  The batch's
+  ``seq`` is the table's AUTOINCREMENT key, so it rises by one per batch and
+  is never reused, even after rows are deleted or the process restarts.
+- WAL with ``synchronous=FULL``: one fsync per commit window, not per
+  reading (SD cards wear out).  A ``kill -9`` or power cut loses only what
+  was still in memory: at most one commit window.
+- Rows are deleted only when the uplink reports the broker's PUBACK, in a
+  transaction of their own: freeing room never waits on an insert.
+- Bounded by size (the whole directory, see ``buffer_space``) and age;
+  beyond them, or when the disk is full, the oldest batches go first, and
+  every drop is counted.  When nothing can be stored at all the newest
+  readings wait in memory (bounded) and are stored as soon as there is room.
+- The counters change only when a transaction has committed, so they stay
+  true whatever SQLite rolled back.
 - All SQLite work runs on one worker thread so a slow fsync never stalls
   the event loop (polls stay on time).
 """
@@ -23,38 +23,33 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
-import json
+import contextlib
 import logging
-import math
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.sdk.readings import NOT_FINITE, Sample, now_ms
+from agent.pipeline import buffer_space
+from agent.pipeline.buffer_space import Budget
+from agent.pipeline.encoders.json import JsonEncoder, encode_sample, pack_batches
+from agent.sdk.readings import Sample, now_ms
 
-__all__ = ["Buffer", "BufferStats", "StoredBatch"]
+__all__ = ["Buffer", "BufferStats", "StoredBatch", "encode_sample", "pack_batches"]
 
 log = logging.getLogger("agent.buffer")
 T = TypeVar("T")
 
-# Room for {"gateway":..,"device":..,"seq":<20 digits>,"samples":} around a batch.
-_ENVELOPE_BYTES = 96
-# Group commit: commits start at least this far apart (flash wear: <= 10 fsyncs/s).
-MIN_COMMIT_GAP = 0.1
-# An idle writer still shows it lives this often (the watchdog's heartbeat).
-_IDLE_BEAT = 5.0
-# Batches just committed are also kept in memory (up to this many bytes), so
-# the uplink sends them without reading them back through the worker thread,
-# where the fetch would queue behind the next commit's fsync.
-_RECENT_BYTES = 2 * 1024 * 1024
-# Samples held in memory while the disk refuses writes, per device.
+# Samples waiting for the next commit, per device (reached only when commits stall).
 _PENDING_CAP = 10_000
+# Encoded batches held in memory while nothing can be stored (a full disk).
+_HOLD_BYTES = 16 * 1024**2
+# Until the uplink says which gateway id it wraps batches with: room for a long one.
+_DEFAULT_ENVELOPE = JsonEncoder("g" * 128).overhead
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -85,91 +80,41 @@ class BufferStats:
     dropped_batches: int = 0
     dropped_samples: int = 0
     pending_dropped_samples: int = 0
+    held_dropped_samples: int = 0
     write_errors: int = 0
+    disk_bytes: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         age = None if self.oldest_ms is None else round((now_ms() - self.oldest_ms) / 1000, 1)
         return {
             "depth": self.batches,
             "bytes": self.bytes,
+            "disk_bytes": self.disk_bytes,
             "oldest_age_s": age,
             "committed_batches": self.committed_batches,
             "committed_samples": self.committed_samples,
             "dropped_batches": self.dropped_batches,
-            "dropped_samples": self.dropped_samples + self.pending_dropped_samples,
+            "dropped_samples": (self.dropped_samples + self.pending_dropped_samples
+                                + self.held_dropped_samples),
             "write_errors": self.write_errors,
         }
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
+@dataclass
+class _Delta:
+    """What one transaction changed; applied to the stats only once it committed."""
+
+    batches: int = 0
+    bytes: int = 0
+    committed_batches: int = 0
+    committed_samples: int = 0
+    dropped_batches: int = 0
+    dropped_samples: int = 0
+    why: str = ""
 
 
-def encode_sample(sample: Sample) -> bytes:
-    """One sample as compact JSON; a non-finite number becomes a bad reading."""
-    obj = sample.to_json_obj()
-    try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        values = dict(sample.values)
-        bad = dict(sample.bad)
-        for tag, value in sample.values.items():
-            if not _finite(value):
-                values[tag] = None
-                bad[tag] = NOT_FINITE
-        fixed = Sample(sample.ts, values, bad, sample.uncertain)
-        return json.dumps(fixed.to_json_obj(), separators=(",", ":"), default=str).encode()
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"), default=str).encode()
-
-
-def _split_sample(sample: Sample, limit: int) -> list[bytes]:
-    """A sample too large for one message, as several with the same ts."""
-    parts: list[bytes] = []
-    tags = list(sample.values)
-    chunk = max(1, len(tags) // 2)
-    start = 0
-    while start < len(tags):
-        names = tags[start : start + chunk]
-        piece = Sample(
-            sample.ts,
-            {t: sample.values[t] for t in names},
-            {t: sample.bad[t] for t in names if t in sample.bad},
-            {t: sample.uncertain[t] for t in names if t in sample.uncertain},
-        )
-        encoded = encode_sample(piece)
-        if len(encoded) > limit and chunk > 1:
-            chunk //= 2
-            continue
-        parts.append(encoded)
-        start += len(names)
-    return parts
-
-
-def pack_batches(samples: list[Sample], limit: int) -> list[tuple[bytes, int]]:
-    """Encode samples into JSON arrays of at most ``limit`` bytes each.
-
-    Returns (array, sample count) pairs, in order.
-    """
-    out: list[tuple[bytes, int]] = []
-    current: list[bytes] = []
-    size = 2
-    for sample in samples:
-        encoded = encode_sample(sample)
-        pieces = [encoded] if len(encoded) + 2 <= limit else _split_sample(sample, limit - 2)
-        for piece in pieces:
-            if current and size + len(piece) + 1 > limit:
-                out.append((b"[" + b",".join(current) + b"]", len(current)))
-                current, size = [], 2
-            current.append(piece)
-            size += len(piece) + 1
-    if current:
-        out.append((b"[" + b",".join(current) + b"]", len(current)))
-    return out
+def _is_full(err: sqlite3.Error) -> bool:
+    return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(err)
 
 
 class Buffer:
@@ -185,83 +130,301 @@ class Buffer:
         commit_interval: float,
     ) -> None:
         self.path = path
-        #: Called after every commit; the systemd watchdog's view of the writer
-        #: (a disk that hangs the commit stops it).
-        self.heartbeat: Callable[[], None] = lambda: None
         self.max_size = max_size
         self.max_age = max_age
         self.set_max_message(max_message)
         self.commit_interval = commit_interval
+        #: Envelope bytes a message adds around a batch of ``device`` (the uplink's encoder).
+        self.envelope: Callable[[str], int] = _DEFAULT_ENVELOPE
         self.stats = BufferStats()
         self.committed = asyncio.Event()  # set after each commit that added batches
         self._pending: dict[str, list[Sample]] = {}
         self._acked: list[int] = []
-        self._work = asyncio.Event()  # set when there is something to commit
-        self._recent: collections.deque[StoredBatch] = collections.deque()
-        self._recent_bytes = 0
-        self._fresh: list[StoredBatch] = []  # filled by _write, taken by commit
+        self._holding = False
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
-        self._disk_full_logged = False
-        self._dropping = False
+        # Thread side only:
+        self._held: deque[tuple[str, bytes, int]] = deque()  # encoded, not yet stored
+        self._held_bytes = 0
+        self._budget = Budget(max_size, 4096)
+        self._configured_for: int | None = None  # the max_size the pragmas were set for
+        self._refusing: str | None = None  # the error of a failing episode
+        self._dropping: str | None = None  # why batches are being dropped (once per episode)
         self._dropped_now = False
 
     def set_max_message(self, max_message: int) -> None:
         """Batches committed from now on fit ``max_message`` (stored ones already do)."""
-        self.batch_limit = max_message - _ENVELOPE_BYTES
+        self.max_message = max_message
 
     # -- thread side ---------------------------------------------------
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Before the first table: lets a lowered max_size shrink the file.
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # Debian's SQLite overwrites every freed page (secure_delete=ON): each
+        # delete would write as much as it frees, twice the SD-card wear, and
+        # on a full disk a delete could not get the WAL room to free anything.
+        db.execute("PRAGMA secure_delete=FAST")
         db.executescript(_SCHEMA)
-        row = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0), MIN(created_ms) FROM batches"
-        ).fetchone()
-        self.stats.batches, self.stats.bytes, self.stats.oldest_ms = row
         self._db = db
+        self._sync_budget(db)
+        # A WAL left by a crash or an older version (no size limit) starts
+        # over; journal_size_limit trims it with the next write.
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA wal_checkpoint(RESTART)")
+        self._recount(db)
 
-    def _write(self, groups: list[tuple[str, list[Sample]]], acked: list[int]) -> int:
-        assert self._db is not None
-        db = self._db
-        added = 0
-        now = now_ms()
+    def _sync_budget(self, db: sqlite3.Connection) -> None:
+        if self._configured_for != self.max_size:
+            self._configured_for = self.max_size
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            # On a filesystem smaller than max_size, SQLite's share is sized
+            # from the filesystem, or the WAL alone could claim all of it.
+            size = min(self.max_size, buffer_space.fs_bytes(self.path.parent))
+            self._budget = Budget(size, page_size)
+            self._budget.configure(db, self.path)
+
+    def _txn(self, db: sqlite3.Connection, body: Callable[[_Delta], None]) -> _Delta:
+        """Run ``body`` in one write transaction; the stats change only if it commits."""
+        if db.in_transaction:  # left open by a failed COMMIT
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        delta = _Delta()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if acked:
-                self._delete(db, acked)
-            for device, samples in groups:
-                for payload, count in pack_batches(samples, self.batch_limit):
-                    cur = db.execute(
-                        "INSERT INTO batches(device, created_ms, samples, payload) VALUES (?,?,?,?)",
-                        (device, now, count, payload),
-                    )
-                    assert cur.lastrowid is not None
-                    self._fresh.append(StoredBatch(cur.lastrowid, device, now, payload))
-                    self.stats.batches += 1
-                    self.stats.bytes += len(payload)
-                    self.stats.committed_batches += 1
-                    self.stats.committed_samples += count
-                    added += 1
-            if self.stats.oldest_ms is None and self.stats.batches:
-                self.stats.oldest_ms = now
-            self._dropped_now = False
-            self._enforce_limits(db, now)
+            body(delta)
             db.execute("COMMIT")
-            if self._dropping and not self._dropped_now:
-                self._dropping = False
-                log.info("buffer no longer dropping; %d batches (%d samples) dropped since start",
-                         self.stats.dropped_batches, self.stats.dropped_samples)
         except BaseException:
-            self._fresh = []
-            db.execute("ROLLBACK")
-            self._recount(db)
+            # After SQLITE_FULL SQLite may already have rolled back: a ROLLBACK
+            # then fails, and must not hide the real error.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
+        st = self.stats
+        st.batches += delta.batches
+        st.bytes += delta.bytes
+        st.committed_batches += delta.committed_batches
+        st.committed_samples += delta.committed_samples
+        st.dropped_batches += delta.dropped_batches
+        st.dropped_samples += delta.dropped_samples
+        self._refresh_oldest(db)
+        if delta.dropped_batches:
+            self._dropped_now = True
+            if self._dropping is None:
+                self._dropping = delta.why
+                log.warning("buffer: %s: dropping the oldest batches; every drop is counted "
+                            "in the metrics", delta.why)
+            log.debug("buffer dropped %d oldest batches (%d samples)", delta.dropped_batches,
+                      delta.dropped_samples)
+        return delta
+
+    def _write(self, groups: list[tuple[str, list[Sample]]],
+               acked: list[int]) -> tuple[int, list[int], bool]:
+        """Store what is held and delete what was acked.
+
+        Returns (batches added, acked seqs still to delete, readings still held).
+        """
+        assert self._db is not None
+        db = self._db
+        self._sync_budget(db)
+        for device, samples in groups:
+            limit = self.max_message - self.envelope(device)
+            for payload, count in pack_batches(samples, limit):
+                self._held.append((device, payload, count))
+                self._held_bytes += len(payload)
+        self._bound_held()
+        error: sqlite3.Error | None = None
+        freed = False
+        if acked:
+            try:
+                freed = self._delete_acked(db, acked)
+                acked = []
+            except sqlite3.Error as err:  # retried with the next commit
+                error = err
+        self._dropped_now = False
+        added = 0
+        try:
+            added = self._store_held(db)
+        except sqlite3.Error as err:
+            error = err
+        with contextlib.suppress(sqlite3.Error):
+            self._shrink(db)
+        if self._tight:
+            # Little room left on the disk: move the WAL into the database now,
+            # while the database can still grow, so the next transaction
+            # rewrites the WAL file from its start instead of growing it.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(RESTART)")
+        if error is not None:
+            self.stats.write_errors += 1
+            with contextlib.suppress(sqlite3.Error):
+                self._recount(db)
+            if self._refusing is None:
+                self._refusing = str(error)
+                log.error("buffer: cannot write to %s: %s; the oldest batches make room where "
+                          "they can, the newest readings wait in memory (up to %d MB)",
+                          self.path, error, _HOLD_BYTES // 1024**2)
+        elif self._refusing is not None:
+            self._refusing = None
+            log.info("buffer: writes to %s work again", self.path)
+        # The episode ends when the uplink frees room, not on the first commit
+        # that happened to fit (drops make a little more room than asked).
+        if self._dropping is not None and freed and not self._dropped_now:
+            log.info("buffer no longer dropping (%s); %d batches (%d samples) dropped since "
+                     "start", self._dropping, self.stats.dropped_batches,
+                     self.stats.dropped_samples)
+            self._dropping = None
+        self.stats.disk_bytes = buffer_space.dir_bytes(self.path)
+        return added, acked, bool(self._held)
+
+    def _delete_acked(self, db: sqlite3.Connection, acked: list[int]) -> bool:
+        """Delete acked batches in a transaction of their own; True if any were there."""
+        try:
+            return self._txn(db, lambda d: self._delete(db, acked, d)).batches < 0
+        except sqlite3.Error as err:
+            if not _is_full(err):
+                raise
+            # The WAL could not grow: checkpoint so it starts over in the space it has.
+            db.execute("PRAGMA wal_checkpoint(RESTART)")
+            return self._txn(db, lambda d: self._delete(db, acked, d)).batches < 0
+
+    def _shrink(self, db: sqlite3.Connection) -> None:
+        """After max_size was lowered: give the pages freed beyond it back to the disk."""
+        page_count, free = self._pages(db)
+        over = page_count - self._budget.db_pages
+        if over <= 0 or not free:
+            return
+        # Each step of the statement frees one page, and execute() steps only
+        # once: executescript() runs it to the end.
+        db.executescript(f"PRAGMA incremental_vacuum({min(over, free)});")
+        # The moved pages went through the WAL: fold it in, then claim its share again.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._budget.configure(db, self.path)
+        log.info("buffer: file shrunk by %d pages to the new max_size", min(over, free))
+
+    def _bound_held(self) -> None:
+        while self._held_bytes > _HOLD_BYTES and len(self._held) > 1:
+            _, payload, count = self._held.popleft()
+            self._held_bytes -= len(payload)
+            self.stats.held_dropped_samples += count
+
+    def _store_held(self, db: sqlite3.Connection) -> int:
+        added = 0
+        while self._held:
+            chunk: list[tuple[str, bytes, int]] = []
+            size = 0
+            for item in self._held:
+                if chunk and size + len(item[1]) > self._budget.txn_bytes:
+                    break
+                chunk.append(item)
+                size += len(item[1])
+            self._insert_making_room(db, chunk, size)
+            for _ in chunk:
+                self._held.popleft()
+            self._held_bytes -= size
+            added += len(chunk)
         return added
 
-    def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
+    def _insert_making_room(self, db: sqlite3.Connection,
+                            chunk: list[tuple[str, bytes, int]], size: int) -> None:
+        for attempt in range(3):
+            try:
+                self._txn(db, lambda d: self._insert(db, chunk, d))
+                return
+            except sqlite3.Error as err:
+                if not _is_full(err) or attempt == 2:
+                    raise
+                # Less room than measured (someone else filled the disk, or the
+                # WAL had to grow): checkpoint, drop more, in a transaction of
+                # its own, and try again.  Nothing left to drop: give up.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                need = (size + 4 * self._budget.page_size) * (attempt + 1)
+                if not self._txn(db, lambda d: self._drop_bytes(db, need, d, "disk full")
+                                 ).dropped_batches:
+                    raise
+
+    def _insert(self, db: sqlite3.Connection, chunk: list[tuple[str, bytes, int]],
+                d: _Delta) -> None:
+        now = now_ms()
+        budget = self._budget
+        cap, disk = buffer_space.cap_pages(db, self.path, budget)
+        self._tight = disk
+        # SQLite itself refuses to grow the file past the bound.
+        db.execute(f"PRAGMA max_page_count={cap}")
+        self._drop_aged(db, now, d)
+        need = buffer_space.pages_for((len(p) for _, p, _ in chunk), budget.page_size)
+        why = f"disk full at {self.path.parent}" if disk else \
+            f"buffer full (max_size {self.max_size} bytes for database, WAL and index)"
+        for _ in range(64):
+            page_count, free = self._pages(db)
+            room = cap - (page_count - free)
+            if room >= need:
+                break
+            if not self._drop_bytes(db, (need - room) * budget.page_size, d, why):
+                break
+        for device, payload, count in chunk:
+            db.execute(
+                "INSERT INTO batches(device, created_ms, samples, payload) VALUES (?,?,?,?)",
+                (device, now, count, payload),
+            )
+            d.batches += 1
+            d.bytes += len(payload)
+            d.committed_batches += 1
+            d.committed_samples += count
+
+    @staticmethod
+    def _pages(db: sqlite3.Connection) -> tuple[int, int]:
+        return (int(db.execute("PRAGMA page_count").fetchone()[0]),
+                int(db.execute("PRAGMA freelist_count").fetchone()[0]))
+
+    def _drop_bytes(self, db: sqlite3.Connection, nbytes: int, d: _Delta, why: str) -> int:
+        """Drop the oldest batches holding at least ``nbytes``; returns how many."""
+        freed, last = 0, None
+        while freed < nbytes:
+            rows = db.execute("SELECT seq, LENGTH(payload) FROM batches WHERE seq > ? "
+                              "ORDER BY seq LIMIT 256", (last or 0,)).fetchall()
+            if not rows:
+                break
+            for seq, size in rows:
+                freed += size + 24
+                last = seq
+                if freed >= nbytes:
+                    break
+        if last is None:
+            return 0
+        return self._drop_upto(db, last, d, why)
+
+    def _drop_aged(self, db: sqlite3.Connection, now: int, d: _Delta) -> None:
+        cutoff = now - int(self.max_age * 1000)
+        first = db.execute("SELECT created_ms FROM batches ORDER BY seq LIMIT 1").fetchone()
+        if first is None or first[0] >= cutoff:
+            return
+        # Batches are stored in time order: walk from the oldest to the first young one.
+        young = db.execute("SELECT seq FROM batches WHERE created_ms >= ? ORDER BY seq LIMIT 1",
+                           (cutoff,)).fetchone()
+        last = young[0] - 1 if young else db.execute("SELECT MAX(seq) FROM batches").fetchone()[0]
+        self._drop_upto(db, last, d, f"batches older than max_age {self.max_age:.0f} s")
+
+    def _drop_upto(self, db: sqlite3.Connection, last: int, d: _Delta, why: str) -> int:
+        row = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(samples),0), COALESCE(SUM(LENGTH(payload)),0) "
+            "FROM batches WHERE seq <= ?", (last,)).fetchone()
+        if not row[0]:
+            return 0
+        db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
+        d.batches -= row[0]
+        d.bytes -= row[2]
+        d.dropped_batches += row[0]
+        d.dropped_samples += row[1]
+        d.why = d.why or why
+        return int(row[0])
+
+    def _delete(self, db: sqlite3.Connection, seqs: list[int], d: _Delta) -> None:
         for i in range(0, len(seqs), 500):
             chunk = seqs[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -271,56 +434,22 @@ class Buffer:
                 chunk,
             ).fetchone()
             db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", chunk)  # noqa: S608
-            self.stats.batches -= row[0]
-            self.stats.bytes -= row[1]
-        self._refresh_oldest(db)
+            d.batches -= row[0]
+            d.bytes -= row[1]
 
     def _refresh_oldest(self, db: sqlite3.Connection) -> None:
-        self.stats.oldest_ms = db.execute("SELECT MIN(created_ms) FROM batches").fetchone()[0]
+        # The first row by seq (the primary key): no scan of created_ms, which
+        # has no index, on the thread that also serves the uplink.
+        row = db.execute("SELECT created_ms FROM batches ORDER BY seq LIMIT 1").fetchone()
+        self.stats.oldest_ms = row[0] if row else None
 
     def _recount(self, db: sqlite3.Connection) -> None:
         row = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0), MIN(created_ms) FROM batches"
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM batches"
         ).fetchone()
-        self.stats.batches, self.stats.bytes, self.stats.oldest_ms = row
-
-    def _drop_oldest(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
-        row = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(samples),0), COALESCE(SUM(LENGTH(payload)),0) "  # noqa: S608
-            f"FROM batches WHERE {where}",
-            args,
-        ).fetchone()
-        if not row[0]:
-            return
-        db.execute(f"DELETE FROM batches WHERE {where}", args)  # noqa: S608
-        self.stats.batches -= row[0]
-        self.stats.bytes -= row[2]
-        self.stats.dropped_batches += row[0]
-        self.stats.dropped_samples += row[1]
-        self._dropped_now = True
-        # Once per episode: a full buffer drops on every commit until the uplink returns.
-        if not self._dropping:
-            log.warning("buffer full (limits %d bytes, %.0f s): dropping the oldest batches; "
-                        "every drop is counted in the metrics", self.max_size, self.max_age)
-            self._dropping = True
-        log.debug("buffer dropped %d oldest batches (%d samples)", row[0], row[1])
-
-    def _enforce_limits(self, db: sqlite3.Connection, now: int) -> None:
-        cutoff = now - int(self.max_age * 1000)
-        if self.stats.oldest_ms is not None and self.stats.oldest_ms < cutoff:
-            self._drop_oldest(db, "created_ms < ?", (cutoff,))
-        if self.stats.bytes > self.max_size:
-            # Walk from the oldest until enough bytes are freed.
-            excess = self.stats.bytes - self.max_size
-            freed, last = 0, None
-            for seq, size in db.execute("SELECT seq, LENGTH(payload) FROM batches ORDER BY seq"):
-                freed += size
-                last = seq
-                if freed >= excess:
-                    break
-            if last is not None:
-                self._drop_oldest(db, "seq <= ?", (last,))
+        self.stats.batches, self.stats.bytes = row
         self._refresh_oldest(db)
+        self.stats.disk_bytes = buffer_space.dir_bytes(self.path)
 
     def _fetch(self, after: int, upto: int | None, limit: int) -> list[StoredBatch]:
         assert self._db is not None
@@ -348,13 +477,10 @@ class Buffer:
 
     def add(self, device: str, samples: list[Sample]) -> None:
         """Queue samples for the next commit; never blocks, never fails."""
-        if not samples:
-            return
         pending = self._pending.setdefault(device, [])
         pending.extend(samples)
-        self._work.set()
         if len(pending) > _PENDING_CAP:
-            # Only reached when the disk has refused writes for a long time.
+            # Only reached when commits stall for a long time.
             excess = len(pending) - _PENDING_CAP
             del pending[:excess]
             self.stats.pending_dropped_samples += excess
@@ -362,103 +488,33 @@ class Buffer:
     def ack(self, seq: int) -> None:
         """The broker has the batch: delete it with the next commit."""
         self._acked.append(seq)
-        self._work.set()
 
     async def commit(self) -> int:
-        """Write what is pending and delete what was acked, in one transaction."""
+        """Delete what was acked, then write what is pending (and held)."""
         groups = [(d, s) for d, s in self._pending.items() if s]
         acked = self._acked
-        if not groups and not acked:
+        if not groups and not acked and not self._holding:
             return 0
         self._pending = {}
         self._acked = []
-        dropped_before = self.stats.dropped_batches
-        try:
-            added = int(await self._call(self._write, groups, acked))
-        except sqlite3.Error as err:
-            self.stats.write_errors += 1
-            # Put everything back: nothing that was handed to us is lost while
-            # the disk is full; add() caps memory meanwhile.
-            for device, samples in groups:
-                self._pending.setdefault(device, [])[:0] = samples
-            self._acked[:0] = acked
-            if not self._disk_full_logged:
-                log.error("buffer: cannot commit to %s: %s; keeping readings in memory",
-                          self.path, err)
-                self._disk_full_logged = True
-            return 0
-        if self._disk_full_logged:
-            log.info("buffer: commits to %s work again", self.path)
-            self._disk_full_logged = False
-        self._remember(dropped_before)
+        added, left, self._holding = await self._call(self._write, groups, acked)
+        self._acked[:0] = left
         if added:
             self.committed.set()
-        return added
-
-    def _remember(self, dropped_before: int) -> None:
-        """Keep what the last commit stored for the uplink's live fetch."""
-        fresh, self._fresh = self._fresh, []
-        if self.stats.dropped_batches != dropped_before:
-            # The limits deleted rows: only the database knows which are left.
-            self._recent.clear()
-            self._recent_bytes = 0
-            return
-        for batch in fresh:
-            self._recent.append(batch)
-            self._recent_bytes += len(batch.samples_json)
-        while self._recent_bytes > _RECENT_BYTES:
-            self._recent_bytes -= len(self._recent.popleft().samples_json)
-
-    def _from_memory(self, after: int, limit: int) -> list[StoredBatch] | None:
-        """Batches after ``after`` if memory has all of them, else None."""
-        recent = self._recent
-        while recent and recent[0].seq <= after:
-            self._recent_bytes -= len(recent.popleft().samples_json)
-        if not recent or recent[0].seq != after + 1:
-            return None
-        return list(itertools.islice(recent, limit))
+        return int(added)
 
     async def run(self) -> None:
-        """Group commit until cancelled; commit once more on the way out.
-
-        A commit starts when there is work and ``MIN_COMMIT_GAP`` (or
-        ``commit_interval``, if smaller) has passed since the previous one
-        started; a commit that takes longer than that is followed at once
-        by the next, which takes everything that arrived meanwhile.
-        """
-        last = -math.inf
+        """Commit every ``commit_interval`` until cancelled; commit once more on the way out."""
         try:
             while True:
-                # Idle or just committed: the writer is not stuck (the systemd
-                # watchdog's view); an idle buffer still beats every few seconds.
-                self.heartbeat()
-                try:
-                    async with asyncio.timeout(_IDLE_BEAT):
-                        await self._work.wait()
-                except TimeoutError:
-                    continue
-                gap = min(MIN_COMMIT_GAP, self.commit_interval)
-                await asyncio.sleep(max(0.0, last + gap - time.monotonic()))
-                self._work.clear()
-                last = time.monotonic()
-                errors = self.stats.write_errors
+                started = time.monotonic()
                 await self.commit()
-                if self.stats.write_errors > errors:
-                    # The disk refused (full?): what was put back is retried
-                    # once per commit_interval, not ten times a second.
-                    self._work.set()
-                    last += max(0.0, self.commit_interval - gap)
+                await asyncio.sleep(max(0.0, self.commit_interval - (time.monotonic() - started)))
         finally:
             await asyncio.shield(self.commit())
 
     async def fetch(self, after: int, limit: int, upto: int | None = None) -> list[StoredBatch]:
-        """Up to ``limit`` stored batches with ``after < seq <= upto``, oldest first.
-
-        The live end (``upto`` None) comes from memory when the batches just
-        committed cover it, else from the database.
-        """
-        if upto is None and (batches := self._from_memory(after, limit)) is not None:
-            return batches
+        """Up to ``limit`` stored batches with ``after < seq <= upto``, oldest first."""
         return list(await self._call(self._fetch, after, upto, limit))
 
     async def max_seq(self) -> int:
@@ -468,6 +524,9 @@ class Buffer:
         await self.commit()
 
         def _close() -> None:
+            if self._held:
+                log.error("buffer: %d readings held in memory could not be stored",
+                          sum(c for _, _, c in self._held))
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -148,6 +148,7 @@ class Buffer:
         self._held_bytes = 0
         self._budget = Budget(max_size, 4096)
         self._configured_for: int | None = None  # the max_size the pragmas were set for
+        self._tight = False  # the disk, not max_size, bounds the database now
         self._refusing: str | None = None  # the error of a failing episode
         self._dropping: str | None = None  # why batches are being dropped (once per episode)
         self._dropped_now = False

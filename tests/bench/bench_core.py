@@ -155,6 +155,7 @@ async def backlog_round(workdir: Path, broker: Broker, n: int) -> tuple[float, f
 
 
 async def backlog_main(rounds: int, n: int) -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # paho: "There are N pending publish calls."
     walls, meds, maxes = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp))

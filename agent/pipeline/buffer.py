@@ -354,8 +354,11 @@ class Buffer:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 need = (size + 4 * self._budget.page_size) * (attempt + 1)
-                if not self._txn(db, lambda d: self._drop_bytes(db, need, d, "disk full")
-                                 ).dropped_batches:
+
+                def drop(d: _Delta, need: int = need) -> None:
+                    self._drop_bytes(db, need, d, "disk full")
+
+                if not self._txn(db, drop).dropped_batches:
                     raise
 
     def _insert(self, db: sqlite3.Connection, chunk: list[tuple[str, bytes, int]],

@@ -27,22 +27,22 @@ STEP_TIMEOUTS = {
 }
 
 
-async def bounded(what: str, aw: Awaitable[Any], timeout: float) -> bool:
-    """Await ``aw`` for at most ``timeout`` s; False (and a log line naming it) if it ran over.
+async def bounded(what: str, aw: Awaitable[Any], limit_s: float) -> bool:
+    """Await ``aw`` for at most ``limit_s``; False (and a log line naming it) if it ran over.
 
     Unlike ``wait_for``, never waits on the cancellation of what ran over.
     """
     task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
+    done, _ = await asyncio.wait({task}, timeout=limit_s)
     if not done:
         task.cancel()
-        log.error("stop: %s did not finish within %.0f s; going on without it", what, timeout)
+        log.error("stop: %s did not finish within %.0f s; going on without it", what, limit_s)
         return False
     if not task.cancelled() and task.exception() is not None:
         log.error("stop: %s failed: %r", what, task.exception())
     return True
 
 
-async def bounded_all(steps: Mapping[str, Awaitable[Any]], timeout: float) -> None:
-    """Several steps in parallel, each bounded by the same ``timeout``."""
-    await asyncio.gather(*(bounded(what, aw, timeout) for what, aw in steps.items()))
+async def bounded_all(steps: Mapping[str, Awaitable[Any]], limit_s: float) -> None:
+    """Several steps in parallel, each bounded by the same ``limit_s``."""
+    await asyncio.gather(*(bounded(what, aw, limit_s) for what, aw in steps.items()))

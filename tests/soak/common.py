@@ -32,7 +32,7 @@ def site_text(url: str, devices: list[dict[str, Any]], *, commit: str = "200ms",
 
 
 def start_agent(site: Path, state: Path) -> subprocess.Popen[bytes]:
-    log = open(state.parent / "agent.log", "ab")  # noqa: SIM115 - the child owns it
+    log = open(state.parent / "agent.log", "ab")  # the child writes to it
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir",

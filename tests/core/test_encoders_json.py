@@ -46,9 +46,9 @@ async def test_messages_fit_max_message_exactly_with_long_and_non_ascii_names(
     buf = Buffer(tmp_path / "b.sqlite", max_size=64 * 1024**2, max_age=86400,
                  max_message=LIMIT, commit_interval=0.05)
     await buf.open()
-    assert buf._db is not None
+    assert buf.store.db is not None
     # Start seq at 19 digits, the widest the envelope can get.
-    buf._db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('batches', ?)",
+    buf.store.db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('batches', ?)",
                     (9_000_000_000_000_000_000,))
     uplink = Uplink(mqtt=MqttConfig(url=broker.url, max_message=LIMIT),
                     gateway=GatewayConfig(id=GATEWAY, site="s"), buffer=buf, state=state)

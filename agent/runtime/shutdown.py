@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["STEP_TIMEOUTS", "bounded", "bounded_all"]
 
-log = logging.getLogger("agent.runtime.agent")
+log = logging.getLogger("agent.app")
 
 # Seconds per step of a stop; together well inside systemd's 30 s.
 STEP_TIMEOUTS = {

@@ -53,7 +53,7 @@ async def test_seq_rises_by_one_and_is_never_reused_across_restarts(tmp_path: Pa
 
 async def test_size_limit_drops_oldest_and_counts(tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "agent.pipeline.buffer")
+    caplog.set_level(logging.INFO, "agent.buffer")
     limit = 256 * 1024
     buf = make_buffer(tmp_path / "b.sqlite", max_size=limit)
     await buf.open()

@@ -43,7 +43,7 @@ def stored_ts(path: Path) -> list[int]:
 
 async def test_full_disk_drops_the_oldest_counts_true_and_recovers(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "agent.pipeline.buffer")
+    caplog.set_level(logging.INFO, "agent.buffer")
     with tmpfs(tmp_path / "disk") as disk:
         buf = make_buffer(disk / "state" / "buffer.sqlite")  # max_size far beyond the disk
         await buf.open()
@@ -86,7 +86,7 @@ async def test_full_disk_drops_the_oldest_counts_true_and_recovers(
 
 async def test_nothing_to_drop_holds_the_newest_in_memory_until_there_is_room(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "agent.pipeline.buffer")
+    caplog.set_level(logging.INFO, "agent.buffer")
     with tmpfs(tmp_path / "disk") as disk:
         buf = make_buffer(disk / "state" / "buffer.sqlite")
         await buf.open()

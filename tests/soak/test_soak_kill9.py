@@ -39,8 +39,10 @@ async def test_kill9_storm_loses_at_most_a_commit_window(broker: Broker, tmp_pat
                 proc = start_agent(site, state)
                 try:
                     # Running and committing, then a random moment inside a commit window or two.
-                    await async_wait_until(lambda b=before: stored_seqs(state)[1] > b + 2, 60,
-                                           "new commits")
+                    def committed(b: int = before) -> bool:
+                        return stored_seqs(state)[1] > b + 2
+
+                    await async_wait_until(committed, 60, "new commits")
                     await asyncio.sleep(rng.uniform(0, 3 * COMMIT_MS / 1000))
                 finally:
                     kill_ms.append(int(time.time() * 1000))

@@ -117,6 +117,7 @@ class BufferDb:
         self._refusing: str | None = None  # the error of a failing episode
         self._dropping: str | None = None  # why batches are being dropped (once per episode)
         self._dropped_now = False
+        self._can_shrink = True
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,9 @@ class BufferDb:
         db.execute("PRAGMA secure_delete=FAST")
         db.executescript(_SCHEMA)
         self.db = db
+        # A file made before this setting existed cannot shrink (VACUUM would
+        # need its size again on disk): it keeps its size, and never grows.
+        self._can_shrink = db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
         self._sync_budget(db)
         # A WAL left by a crash or an older version (no size limit) starts
         # over; journal_size_limit trims it with the next write.
@@ -266,7 +270,7 @@ class BufferDb:
         """After max_size was lowered: give the pages freed beyond it back to the disk."""
         page_count, free = self._pages(db)
         over = page_count - self._budget.db_pages
-        if over <= 0 or not free:
+        if over <= 0 or not free or not self._can_shrink:
             return
         # Each step of the statement frees one page, and execute() steps only
         # once: executescript() runs it to the end.

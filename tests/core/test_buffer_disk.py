@@ -126,3 +126,28 @@ async def test_max_size_bounds_database_wal_and_index(tmp_path: Path) -> None:
     assert buffer_space.dir_bytes(buf.path) <= 512 * 1024
     await buf.close()
     assert buffer_space.dir_bytes(buf.path) <= 512 * 1024
+
+
+async def test_a_file_from_before_keeps_its_size_and_never_grows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "agent.buffer")
+    path = tmp_path / "buffer.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:  # no auto_vacuum, as before
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT "
+                   "NOT NULL, created_ms INTEGER NOT NULL, samples INTEGER NOT NULL, "
+                   "payload BLOB NOT NULL)")
+        db.executemany("INSERT INTO batches(device, created_ms, samples, payload) "
+                       "VALUES ('a', 1700000000000, 1, ?)", [(b"[" + b"1" * 4000 + b"]",)] * 400)
+        db.commit()
+    before = path.stat().st_size
+    buf = make_buffer(path, max_size=512 * 1024)
+    await buf.open()
+    for i in range(30):
+        buf.add("a", wide(50, i * 50))
+        await buf.commit()
+        assert path.stat().st_size <= before
+        assert (buf.stats.batches, buf.stats.bytes) == truth(path)
+    assert buf.stats.dropped_batches > 0
+    assert "shrunk" not in caplog.text
+    await buf.close()

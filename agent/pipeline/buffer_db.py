@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class _Delta:
     dropped_batches: int = 0
     dropped_samples: int = 0
     why: str = ""
+    stored: list[StoredBatch] = field(default_factory=list)
 
 
 def _is_full(err: sqlite3.Error) -> bool:
@@ -118,6 +119,7 @@ class BufferDb:
         self._dropping: str | None = None  # why batches are being dropped (once per episode)
         self._dropped_now = False
         self._can_shrink = True
+        self._fresh: list[StoredBatch] = []  # stored by this write, for the uplink's live end
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +178,7 @@ class BufferDb:
         st.committed_samples += delta.committed_samples
         st.dropped_batches += delta.dropped_batches
         st.dropped_samples += delta.dropped_samples
+        self._fresh.extend(delta.stored)
         self._refresh_oldest(db)
         if delta.dropped_batches:
             self._dropped_now = True
@@ -188,11 +191,13 @@ class BufferDb:
         return delta
 
     def write(self, groups: list[tuple[str, list[Sample]]],
-               acked: list[int]) -> tuple[int, list[int], bool]:
+              acked: list[int]) -> tuple[int, list[int], bool, list[StoredBatch]]:
         """Store what is held and delete what was acked.
 
-        Returns (batches added, acked seqs still to delete, readings still held).
+        Returns (batches added, acked seqs still to delete, readings still
+        held, the batches stored).
         """
+        self._fresh = []
         assert self.db is not None
         db = self.db
         self._sync_budget(db)
@@ -244,7 +249,8 @@ class BufferDb:
                      self.stats.dropped_samples)
             self._dropping = None
         self.stats.disk_bytes = buffer_space.dir_bytes(self.path)
-        return added, acked, bool(self._held)
+        fresh, self._fresh = self._fresh, []
+        return added, acked, bool(self._held), fresh
 
     def _delete_acked(self, db: sqlite3.Connection, acked: list[int]) -> bool:
         """Delete acked batches in a transaction of their own; True if any were there.
@@ -345,10 +351,12 @@ class BufferDb:
             if not self._drop_bytes(db, (need - room) * budget.page_size, d, why):
                 break
         for device, payload, count in chunk:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO batches(device, created_ms, samples, payload) VALUES (?,?,?,?)",
                 (device, now, count, payload),
             )
+            assert cur.lastrowid is not None
+            d.stored.append(StoredBatch(cur.lastrowid, device, now, payload))
             d.batches += 1
             d.bytes += len(payload)
             d.committed_batches += 1

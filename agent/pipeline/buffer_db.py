@@ -119,6 +119,7 @@ class BufferDb:
         self._dropping: str | None = None  # why batches are being dropped (once per episode)
         self._dropped_now = False
         self._can_shrink = True
+        self._wal_claimed = False  # the WAL's share allocated on disk
         self._fresh: list[StoredBatch] = []  # stored by this write, for the uplink's live end
 
     def open(self) -> None:
@@ -142,6 +143,7 @@ class BufferDb:
         # over; journal_size_limit trims it with the next write.
         with contextlib.suppress(sqlite3.Error):
             db.execute("PRAGMA wal_checkpoint(RESTART)")
+        self._wal_claimed = self._budget.claim_wal(self.path)
         self._recount(db)
 
     def _sync_budget(self, db: sqlite3.Connection) -> None:
@@ -152,7 +154,8 @@ class BufferDb:
             # from the filesystem, or the WAL alone could claim all of it.
             size = min(self.max_size, buffer_space.fs_bytes(self.path.parent))
             self._budget = Budget(size, page_size)
-            self._budget.configure(db, self.path)
+            self._budget.configure(db)
+            self._wal_claimed = False
 
     def _txn(self, db: sqlite3.Connection, body: Callable[[_Delta], None]) -> _Delta:
         """Run ``body`` in one write transaction; the stats change only if it commits."""
@@ -248,6 +251,8 @@ class BufferDb:
                      "start", self._dropping, self.stats.dropped_batches,
                      self.stats.dropped_samples)
             self._dropping = None
+        if not self._wal_claimed:
+            self._wal_claimed = self._budget.claim_wal(self.path)
         self.stats.disk_bytes = buffer_space.dir_bytes(self.path)
         fresh, self._fresh = self._fresh, []
         return added, acked, bool(self._held), fresh
@@ -283,7 +288,7 @@ class BufferDb:
         db.executescript(f"PRAGMA incremental_vacuum({min(over, free)});")
         # The moved pages went through the WAL: fold it in, then claim its share again.
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._budget.configure(db, self.path)
+        self._wal_claimed = False
         log.info("buffer: file shrunk by %d pages to the new max_size", min(over, free))
 
     def _bound_held(self) -> None:

@@ -65,26 +65,32 @@ class Budget:
     def db_pages(self) -> int:
         return max(8, (self.max_size - SHM_BYTES - self.wal_bytes) // self.page_size)
 
-    def configure(self, db: sqlite3.Connection, path: Path) -> None:
+    def configure(self, db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA journal_size_limit={self.wal_bytes}")
         db.execute(f"PRAGMA wal_autocheckpoint={self.autocheckpoint_pages}")
-        # Claim the WAL's share on disk now, while there is room: SQLite
-        # rewrites the file from its start after each checkpoint, so every
-        # later transaction (an ack's delete above all) has its space even
-        # when something else has filled the disk.  Bytes past the last
-        # valid frame are ignored by SQLite (their checksums do not match).
+
+    def claim_wal(self, path: Path) -> bool:
+        """Allocate the WAL's share on disk; False until the WAL exists and it worked.
+
+        Done while there is room: SQLite rewrites the file from its start
+        after each checkpoint, so every later transaction (an ack's delete
+        above all) has its space even when something else has filled the
+        disk.  Bytes past the last valid frame are ignored by SQLite (their
+        checksums do not match).
+        """
         try:
             fd = os.open(files(path)[1], os.O_RDWR)
         except OSError:
-            return
+            return False  # SQLite creates the WAL with the first write
         try:
             if os.fstat(fd).st_size < self.wal_bytes:
                 os.posix_fallocate(fd, 0, self.wal_bytes)
         except OSError:
-            pass  # no room now: the WAL grows as it can
+            return False  # no room now: the WAL grows as it can
         finally:
             # Safe: SQLite keeps its POSIX locks on the database and -shm, never on -wal.
             os.close(fd)
+        return True
 
 
 def files(path: Path) -> list[Path]:

@@ -151,3 +151,16 @@ async def test_a_file_from_before_keeps_its_size_and_never_grows(
     assert buf.stats.dropped_batches > 0
     assert "shrunk" not in caplog.text
     await buf.close()
+
+
+async def test_the_wal_share_is_claimed_on_disk_after_a_restart_too(tmp_path: Path) -> None:
+    wal = tmp_path / "buffer.sqlite-wal"
+    for _ in range(2):
+        buf = make_buffer(tmp_path / "buffer.sqlite", max_size=1024**2)
+        await buf.open()
+        buf.add("a", wide(5, 0))
+        await buf.commit()
+        # 1 MB: an eighth (128 KB) is the WAL's, allocated up front.
+        assert wal.stat().st_size == 128 * 1024
+        assert wal.stat().st_blocks * 512 >= 128 * 1024, "allocated, not sparse"
+        await buf.close()

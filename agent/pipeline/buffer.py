@@ -47,6 +47,8 @@ __all__ = ["Buffer", "BufferStats", "StoredBatch", "encode_sample", "pack_batche
 _PENDING_CAP = 10_000
 # Group commit: commits start at least this far apart (flash wear: <= 10 fsyncs/s).
 MIN_COMMIT_GAP = 0.1
+# An idle writer still shows it lives this often (the watchdog's heartbeat).
+_IDLE_BEAT = 5.0
 # Batches just committed are also kept in memory (up to this many bytes), so
 # the uplink sends them without reading them back through the worker thread,
 # where the fetch would queue behind the next commit's fsync.
@@ -66,6 +68,9 @@ class Buffer:
         commit_interval: float,
     ) -> None:
         self.store = BufferDb(path, max_size=max_size, max_age=max_age, max_message=max_message)
+        #: Called after every commit; the systemd watchdog's view of the writer
+        #: (a disk that hangs the commit stops it).
+        self.heartbeat: Callable[[], None] = lambda: None
         self.commit_interval = commit_interval
         self.committed = asyncio.Event()  # set after each commit that added batches
         self._pending: dict[str, list[Sample]] = {}
@@ -189,7 +194,14 @@ class Buffer:
         last = -math.inf
         try:
             while True:
-                await self._work.wait()
+                # Idle or just committed: the writer is not stuck (the systemd
+                # watchdog's view); an idle buffer still beats every few seconds.
+                self.heartbeat()
+                try:
+                    async with asyncio.timeout(_IDLE_BEAT):
+                        await self._work.wait()
+                except TimeoutError:
+                    continue
                 gap = min(MIN_COMMIT_GAP, self.commit_interval)
                 await asyncio.sleep(max(0.0, last + gap - time.monotonic()))
                 self._work.clear()

@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from agent.sdk.readings import Sample
+from agent.sdk.readings import NOT_FINITE, Sample
 
 if TYPE_CHECKING:
     from agent.pipeline.buffer import StoredBatch
@@ -63,7 +63,7 @@ def encode_sample(sample: Sample) -> bytes:
         for tag, value in sample.values.items():
             if not _finite(value):
                 values[tag] = None
-                bad[tag] = "not a finite number"
+                bad[tag] = NOT_FINITE
         fixed = Sample(sample.ts, values, bad, sample.uncertain)
         return json.dumps(fixed.to_json_obj(), separators=(",", ":"), default=str).encode()
     except TypeError:

@@ -61,6 +61,7 @@ async def test_stop_during_a_drain_to_a_frozen_broker_is_bounded(
         broker.proc.send_signal(signal.SIGCONT)
         if not run.done():
             run.cancel()
+    print(f"\nstop during a drain to a frozen broker: {took:.1f} s")
     assert took < STOP_BOUND, f"stop took {took:.1f} s"
     assert "stop: the offline state publish did not finish within 2 s" in caplog.text, \
         "the log names what held the stop up"

@@ -61,15 +61,19 @@ async def test_full_disk_counts_true_and_data_flows_when_room_returns(
                     assert boundary > 0
                     assert (buf.stats.batches, buf.stats.bytes) == truth(buf.path)
                     broker.start()
+                    t_back = time.monotonic()
                     # As soon as the uplink is back, acks free room and new data flows.
                     await async_wait_until(lambda: any(s > boundary for s in delivered(col)), 30,
                                            "new data after the uplink returned")
+                    after_uplink = time.monotonic() - t_back
                     await async_wait_until(lambda: buf.stats.batches <= 20, 60, "the backlog")
                     filler.unlink()
                     filler2.unlink()
+                    t_room = time.monotonic()
                     now = await buf.max_seq()
                     await async_wait_until(lambda: any(s > now for s in delivered(col)), 30,
                                            "data flows after the disk has room again")
+                    after_room = time.monotonic() - t_room
                     agent.stop()
                     await asyncio.wait_for(run, 30)
             finally:
@@ -83,4 +87,6 @@ async def test_full_disk_counts_true_and_data_flows_when_room_returns(
     assert "disk full at" in caplog.text
     assert buf.stats.dropped_batches > 0
     print(f"\nfull disk: {buf.stats.dropped_batches} oldest batches dropped to make room, "
-          f"{buf.stats.write_errors} failed commits, depth {depth[0]} at the stop")
+          f"{buf.stats.write_errors} failed commits, depth {depth[0]} at the stop; new data "
+          f"{after_uplink:.1f} s after the uplink returned, {after_room:.1f} s after the "
+          f"filler went")

@@ -86,7 +86,10 @@ class UplinkConfig(StrictModel):
 
 
 class BufferConfig(StrictModel):
-    max_size: ByteSize = Field(512 * 1024**2, ge=64 * 1024, description="Oldest dropped beyond")
+    # Bounds the whole buffer directory; SQLite's WAL and index take ~160 KB of
+    # it at the least (agent/pipeline/buffer_space.py), hence the minimum.
+    max_size: ByteSize = Field(512 * 1024**2, ge=256 * 1024,
+                               description="Database + WAL + index on disk; oldest dropped beyond")
     max_age: Duration = Field(7 * 86400.0, gt=0, description="Older batches are dropped")
     commit_interval: Duration = Field(
         1.0, ge=0.05, le=60, description="Readings are committed to disk at least this often"

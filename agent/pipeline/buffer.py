@@ -2,9 +2,9 @@
 
 - One table of *batches*: all samples of one device collected during one
   commit window, encoded once as a JSON array of samples and split so that
-  no message exceeds ``max_message``.  The batch's ``seq`` is the table's
-  AUTOINCREMENT key, so it rises by one per batch and is never reused, even
-  after rows are deleted or the process restarts.
+  no message (envelope included) exceeds ``max_message``.  The batch's
+  ``seq`` is the table's AUTOINCREMENT key, so it rises by one per batch and
+  is never reused, even after rows are deleted or the process restarts.
 - Group commit, WAL with ``synchronous=FULL``: a commit starts as soon as
   there is something to write and the previous commit started at least
   ``MIN_COMMIT_GAP`` (100 ms) ago, and never later than ``commit_interval``
@@ -13,9 +13,14 @@
   reading).  A ``kill -9`` or power cut loses only what was still in
   memory: the readings of the last ~100 ms (or ``commit_interval``, if
   smaller) and those of a commit in progress.
-- Rows are deleted only when the uplink reports the broker's PUBACK.
-- Bounded by size and age; beyond them the oldest batches go first, and
-  every drop is counted.
+- Rows are deleted only when the uplink reports the broker's PUBACK, in a
+  transaction of their own: freeing room never waits on an insert.
+- Bounded by size (the whole directory, see ``buffer_space``) and age;
+  beyond them, or when the disk is full, the oldest batches go first, and
+  every drop is counted.  When nothing can be stored at all the newest
+  readings wait in memory (bounded) and are stored as soon as there is room.
+- The counters change only when a transaction has committed, so they stay
+  true whatever SQLite rolled back.
 - All SQLite work runs on one worker thread so a slow fsync never stalls
   the event loop (polls stay on time).
 """
@@ -25,26 +30,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import json
-import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from agent.sdk.readings import NOT_FINITE, Sample, now_ms
+from agent.pipeline.buffer_db import BufferDb, BufferStats, StoredBatch, log
+from agent.pipeline.encoders.json import encode_sample, pack_batches
+from agent.sdk.readings import Sample
 
-__all__ = ["Buffer", "BufferStats", "StoredBatch"]
+__all__ = ["Buffer", "BufferStats", "StoredBatch", "encode_sample", "pack_batches"]
 
-log = logging.getLogger("agent.buffer")
-T = TypeVar("T")
-
-# Room for {"gateway":..,"device":..,"seq":<20 digits>,"samples":} around a batch.
-_ENVELOPE_BYTES = 96
+# Samples waiting for the next commit, per device (reached only when commits stall).
+_PENDING_CAP = 10_000
 # Group commit: commits start at least this far apart (flash wear: <= 10 fsyncs/s).
 MIN_COMMIT_GAP = 0.1
 # An idle writer still shows it lives this often (the watchdog's heartbeat).
@@ -53,126 +53,6 @@ _IDLE_BEAT = 5.0
 # the uplink sends them without reading them back through the worker thread,
 # where the fetch would queue behind the next commit's fsync.
 _RECENT_BYTES = 2 * 1024 * 1024
-# How a stored sample taken with an unsynchronised clock is marked (see restamp).
-_UNSYNCED = b'"clock":"unsynced"'
-# Samples held in memory while the disk refuses writes, per device.
-_PENDING_CAP = 10_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBatch:
-    seq: int
-    device: str
-    created_ms: int
-    samples_json: bytes  # a JSON array of samples
-
-
-@dataclass
-class BufferStats:
-    batches: int = 0
-    bytes: int = 0
-    oldest_ms: int | None = None
-    committed_batches: int = 0
-    committed_samples: int = 0
-    dropped_batches: int = 0
-    dropped_samples: int = 0
-    pending_dropped_samples: int = 0
-    write_errors: int = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        age = None if self.oldest_ms is None else round((now_ms() - self.oldest_ms) / 1000, 1)
-        return {
-            "depth": self.batches,
-            "bytes": self.bytes,
-            "oldest_age_s": age,
-            "committed_batches": self.committed_batches,
-            "committed_samples": self.committed_samples,
-            "dropped_batches": self.dropped_batches,
-            "dropped_samples": self.dropped_samples + self.pending_dropped_samples,
-            "write_errors": self.write_errors,
-        }
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
-
-
-def encode_sample(sample: Sample) -> bytes:
-    """One sample as compact JSON; a non-finite number becomes a bad reading."""
-    obj = sample.to_json_obj()
-    try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        values = dict(sample.values)
-        bad = dict(sample.bad)
-        for tag, value in sample.values.items():
-            if not _finite(value):
-                values[tag] = None
-                bad[tag] = NOT_FINITE
-        fixed = Sample(sample.ts, values, bad, sample.uncertain, sample.clock)
-        return json.dumps(fixed.to_json_obj(), separators=(",", ":"), default=str).encode()
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"), default=str).encode()
-
-
-def _split_sample(sample: Sample, limit: int) -> list[bytes]:
-    """A sample too large for one message, as several with the same ts."""
-    parts: list[bytes] = []
-    tags = list(sample.values)
-    chunk = max(1, len(tags) // 2)
-    start = 0
-    while start < len(tags):
-        names = tags[start : start + chunk]
-        piece = Sample(
-            sample.ts,
-            {t: sample.values[t] for t in names},
-            {t: sample.bad[t] for t in names if t in sample.bad},
-            {t: sample.uncertain[t] for t in names if t in sample.uncertain},
-            sample.clock,
-        )
-        encoded = encode_sample(piece)
-        if len(encoded) > limit and chunk > 1:
-            chunk //= 2
-            continue
-        parts.append(encoded)
-        start += len(names)
-    return parts
-
-
-def pack_batches(samples: list[Sample], limit: int) -> list[tuple[bytes, int]]:
-    """Encode samples into JSON arrays of at most ``limit`` bytes each.
-
-    Returns (array, sample count) pairs, in order.
-    """
-    out: list[tuple[bytes, int]] = []
-    current: list[bytes] = []
-    size = 2
-    for sample in samples:
-        encoded = encode_sample(sample)
-        pieces = [encoded] if len(encoded) + 2 <= limit else _split_sample(sample, limit - 2)
-        for piece in pieces:
-            if current and size + len(piece) + 1 > limit:
-                out.append((b"[" + b",".join(current) + b"]", len(current)))
-                current, size = [], 2
-            current.append(piece)
-            size += len(piece) + 1
-    if current:
-        out.append((b"[" + b",".join(current) + b"]", len(current)))
-    return out
 
 
 class Buffer:
@@ -187,189 +67,63 @@ class Buffer:
         max_message: int,
         commit_interval: float,
     ) -> None:
-        self.path = path
+        self.store = BufferDb(path, max_size=max_size, max_age=max_age, max_message=max_message)
         #: Called after every commit; the systemd watchdog's view of the writer
         #: (a disk that hangs the commit stops it).
         self.heartbeat: Callable[[], None] = lambda: None
-        self.max_size = max_size
-        self.max_age = max_age
-        self.set_max_message(max_message)
         self.commit_interval = commit_interval
-        self.stats = BufferStats()
         self.committed = asyncio.Event()  # set after each commit that added batches
         self._pending: dict[str, list[Sample]] = {}
         self._acked: list[int] = []
+        self._holding = False
         self._work = asyncio.Event()  # set when there is something to commit
         self._recent: collections.deque[StoredBatch] = collections.deque()
         self._recent_bytes = 0
-        self._fresh: list[StoredBatch] = []  # filled by _write, taken by commit
-        self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
-        self._disk_full_logged = False
-        self._dropping = False
-        self._dropped_now = False
+
+    # Settings live on the thread side, which reads them at each commit.
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def stats(self) -> BufferStats:
+        return self.store.stats
+
+    @property
+    def max_size(self) -> int:
+        return self.store.max_size
+
+    @max_size.setter
+    def max_size(self, value: int) -> None:
+        self.store.max_size = value
+
+    @property
+    def max_age(self) -> float:
+        return self.store.max_age
+
+    @max_age.setter
+    def max_age(self, value: float) -> None:
+        self.store.max_age = value
+
+    @property
+    def envelope(self) -> Callable[[str], int]:
+        return self.store.envelope
+
+    @envelope.setter
+    def envelope(self, value: Callable[[str], int]) -> None:
+        self.store.envelope = value
 
     def set_max_message(self, max_message: int) -> None:
         """Batches committed from now on fit ``max_message`` (stored ones already do)."""
-        self.batch_limit = max_message - _ENVELOPE_BYTES
-
-    # -- thread side ---------------------------------------------------
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        row = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0), MIN(created_ms) FROM batches"
-        ).fetchone()
-        self.stats.batches, self.stats.bytes, self.stats.oldest_ms = row
-        self._db = db
-
-    def _write(self, groups: list[tuple[str, list[Sample]]], acked: list[int]) -> int:
-        assert self._db is not None
-        db = self._db
-        added = 0
-        now = now_ms()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if acked:
-                self._delete(db, acked)
-            for device, samples in groups:
-                for payload, count in pack_batches(samples, self.batch_limit):
-                    cur = db.execute(
-                        "INSERT INTO batches(device, created_ms, samples, payload) VALUES (?,?,?,?)",
-                        (device, now, count, payload),
-                    )
-                    assert cur.lastrowid is not None
-                    self._fresh.append(StoredBatch(cur.lastrowid, device, now, payload))
-                    self.stats.batches += 1
-                    self.stats.bytes += len(payload)
-                    self.stats.committed_batches += 1
-                    self.stats.committed_samples += count
-                    added += 1
-            if self.stats.oldest_ms is None and self.stats.batches:
-                self.stats.oldest_ms = now
-            self._dropped_now = False
-            self._enforce_limits(db, now)
-            db.execute("COMMIT")
-            if self._dropping and not self._dropped_now:
-                self._dropping = False
-                log.info("buffer no longer dropping; %d batches (%d samples) dropped since start",
-                         self.stats.dropped_batches, self.stats.dropped_samples)
-        except BaseException:
-            self._fresh = []
-            db.execute("ROLLBACK")
-            self._recount(db)
-            raise
-        return added
-
-    def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            row = db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0) FROM batches "  # noqa: S608
-                f"WHERE seq IN ({marks})",
-                chunk,
-            ).fetchone()
-            db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", chunk)  # noqa: S608
-            self.stats.batches -= row[0]
-            self.stats.bytes -= row[1]
-        self._refresh_oldest(db)
-
-    def _refresh_oldest(self, db: sqlite3.Connection) -> None:
-        self.stats.oldest_ms = db.execute("SELECT MIN(created_ms) FROM batches").fetchone()[0]
-
-    def _recount(self, db: sqlite3.Connection) -> None:
-        row = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)),0), MIN(created_ms) FROM batches"
-        ).fetchone()
-        self.stats.batches, self.stats.bytes, self.stats.oldest_ms = row
-
-    def _drop_oldest(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
-        row = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(samples),0), COALESCE(SUM(LENGTH(payload)),0) "  # noqa: S608
-            f"FROM batches WHERE {where}",
-            args,
-        ).fetchone()
-        if not row[0]:
-            return
-        db.execute(f"DELETE FROM batches WHERE {where}", args)  # noqa: S608
-        self.stats.batches -= row[0]
-        self.stats.bytes -= row[2]
-        self.stats.dropped_batches += row[0]
-        self.stats.dropped_samples += row[1]
-        self._dropped_now = True
-        # Once per episode: a full buffer drops on every commit until the uplink returns.
-        if not self._dropping:
-            log.warning("buffer full (limits %d bytes, %.0f s): dropping the oldest batches; "
-                        "every drop is counted in the metrics", self.max_size, self.max_age)
-            self._dropping = True
-        log.debug("buffer dropped %d oldest batches (%d samples)", row[0], row[1])
-
-    def _enforce_limits(self, db: sqlite3.Connection, now: int) -> None:
-        cutoff = now - int(self.max_age * 1000)
-        if self.stats.oldest_ms is not None and self.stats.oldest_ms < cutoff:
-            self._drop_oldest(db, "created_ms < ?", (cutoff,))
-        if self.stats.bytes > self.max_size:
-            # Walk from the oldest until enough bytes are freed.
-            excess = self.stats.bytes - self.max_size
-            freed, last = 0, None
-            for seq, size in db.execute("SELECT seq, LENGTH(payload) FROM batches ORDER BY seq"):
-                freed += size
-                last = seq
-                if freed >= excess:
-                    break
-            if last is not None:
-                self._drop_oldest(db, "seq <= ?", (last,))
-        self._refresh_oldest(db)
-
-    def _fetch(self, after: int, upto: int | None, limit: int) -> list[StoredBatch]:
-        assert self._db is not None
-        sql = "SELECT seq, device, created_ms, payload FROM batches WHERE seq > ?"
-        args: tuple[Any, ...] = (after,)
-        if upto is not None:
-            sql += " AND seq <= ?"
-            args = (after, upto)
-        rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
-        return [StoredBatch(r[0], r[1], r[2], bytes(r[3])) for r in rows]
-
-    def _restamp(self, fix: Callable[[int], int | None]) -> int:
-        assert self._db is not None
-        db = self._db
-        fixed = 0
-        rows = db.execute("SELECT seq, payload FROM batches WHERE instr(payload, ?) > 0",
-                          (_UNSYNCED,)).fetchall()
-        for seq, payload in rows:
-            samples = json.loads(payload)
-            count = 0
-            for obj in samples:
-                new = fix(obj["ts"]) if obj.get("clock") is not None else None
-                if new is not None:
-                    obj["ts"] = new
-                    del obj["clock"]
-                    count += 1
-            if count:
-                # Never longer than before (the flag goes, ts keeps its digits),
-                # so the batch still fits max_message.
-                data = json.dumps(samples, separators=(",", ":")).encode()
-                db.execute("UPDATE batches SET payload = ? WHERE seq = ?", (data, seq))
-                self.stats.bytes += len(data) - len(payload)
-                fixed += count
-        return fixed
-
-    def _max_seq(self) -> int:
-        assert self._db is not None
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='batches'").fetchone()
-        return int(row[0]) if row else 0
+        self.store.max_message = max_message
 
     # -- loop side -----------------------------------------------------
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def open(self) -> None:
-        await self._call(self._open)
+        await self._call(self.store.open)
         log.info("buffer %s: %d batches waiting (%d bytes)", self.path, self.stats.batches,
                  self.stats.bytes)
 
@@ -381,7 +135,7 @@ class Buffer:
         pending.extend(samples)
         self._work.set()
         if len(pending) > _PENDING_CAP:
-            # Only reached when the disk has refused writes for a long time.
+            # Only reached when commits stall for a long time.
             excess = len(pending) - _PENDING_CAP
             del pending[:excess]
             self.stats.pending_dropped_samples += excess
@@ -392,39 +146,23 @@ class Buffer:
         self._work.set()
 
     async def commit(self) -> int:
-        """Write what is pending and delete what was acked, in one transaction."""
+        """Delete what was acked, then write what is pending (and held)."""
         groups = [(d, s) for d, s in self._pending.items() if s]
         acked = self._acked
-        if not groups and not acked:
+        if not groups and not acked and not self._holding:
             return 0
         self._pending = {}
         self._acked = []
         dropped_before = self.stats.dropped_batches
-        try:
-            added = int(await self._call(self._write, groups, acked))
-        except sqlite3.Error as err:
-            self.stats.write_errors += 1
-            # Put everything back: nothing that was handed to us is lost while
-            # the disk is full; add() caps memory meanwhile.
-            for device, samples in groups:
-                self._pending.setdefault(device, [])[:0] = samples
-            self._acked[:0] = acked
-            if not self._disk_full_logged:
-                log.error("buffer: cannot commit to %s: %s; keeping readings in memory",
-                          self.path, err)
-                self._disk_full_logged = True
-            return 0
-        if self._disk_full_logged:
-            log.info("buffer: commits to %s work again", self.path)
-            self._disk_full_logged = False
-        self._remember(dropped_before)
+        added, left, self._holding, fresh = await self._call(self.store.write, groups, acked)
+        self._acked[:0] = left
+        self._remember(fresh, dropped_before)
         if added:
             self.committed.set()
-        return added
+        return int(added)
 
-    def _remember(self, dropped_before: int) -> None:
+    def _remember(self, fresh: list[StoredBatch], dropped_before: int) -> None:
         """Keep what the last commit stored for the uplink's live fetch."""
-        fresh, self._fresh = self._fresh, []
         if self.stats.dropped_batches != dropped_before:
             # The limits deleted rows: only the database knows which are left.
             self._recent.clear()
@@ -470,7 +208,7 @@ class Buffer:
                 last = time.monotonic()
                 errors = self.stats.write_errors
                 await self.commit()
-                if self.stats.write_errors > errors:
+                if self.stats.write_errors > errors or self._holding:
                     # The disk refused (full?): what was put back is retried
                     # once per commit_interval, not ten times a second.
                     self._work.set()
@@ -486,7 +224,7 @@ class Buffer:
         """
         if upto is None and (batches := self._from_memory(after, limit)) is not None:
             return batches
-        return list(await self._call(self._fetch, after, upto, limit))
+        return list(await self._call(self.store.fetch, after, upto, limit))
 
     async def restamp(self, fix: Callable[[int], int | None]) -> int:
         """Give samples flagged ``"clock": "unsynced"`` the time ``fix(ts)`` and drop
@@ -502,24 +240,17 @@ class Buffer:
                     sample.ts = new
                     sample.clock = None
                     fixed += 1
-        fixed += int(await self._call(self._restamp, fix))
+        fixed += int(await self._call(self.store.restamp, fix))
         # The copies kept for the live fetch still have the old bytes: from
         # now on the uplink reads the re-stamped rows from the database.
         self._recent.clear()
         self._recent_bytes = 0
-        self._fresh = []
         return fixed
 
     async def max_seq(self) -> int:
-        return int(await self._call(self._max_seq))
+        return int(await self._call(self.store.max_seq))
 
     async def close(self) -> None:
         await self.commit()
-
-        def _close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await self._call(_close)
+        await self._call(self.store.close)
         self._pool.shutdown(wait=True)

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 
 from agent.config.model import GatewayConfig, MqttConfig
 from agent.pipeline.buffer import Buffer, StoredBatch
+from agent.pipeline.encoders.json import JsonEncoder
 from agent.sdk.backoff import Backoff
 from agent.sdk.counters import UplinkCounters
 
@@ -50,6 +51,9 @@ class Uplink:
         self.state = state
         self.counters = counters or UplinkCounters()
         self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
+        self.encoder = JsonEncoder(gateway.id)
+        # The buffer packs batches so that our envelope still fits max_message.
+        buffer.envelope = self._overhead
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._handlers: list[tuple[str, Handler]] = []
@@ -132,6 +136,7 @@ class Uplink:
         self.mqtt = mqtt
         self.gateway = gateway
         self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
+        self.encoder = JsonEncoder(gateway.id)
         # Publishes from now on must not go through the ending session: they
         # would wait the whole client timeout for a PUBACK that never comes.
         self._client = None
@@ -233,16 +238,12 @@ class Uplink:
         except Exception:
             log.exception("handler for %s failed", message.topic)
 
-    def _envelope(self, batch: StoredBatch) -> bytes:
-        head = json.dumps(
-            {"gateway": self.gateway.id, "device": batch.device, "seq": batch.seq},
-            separators=(",", ":"),
-        )
-        return head[:-1].encode() + b',"samples":' + batch.samples_json + b"}"
+    def _overhead(self, device: str) -> int:
+        return self.encoder.overhead(device)
 
     async def _send_one(self, client: aiomqtt.Client, batch: StoredBatch) -> None:
         self.counters.sent += 1
-        await client.publish(self.topic(f"data/{batch.device}"), self._envelope(batch), qos=1)
+        await client.publish(self.topic(f"data/{batch.device}"), self.encoder.encode(batch), qos=1)
         self.counters.acked += 1
         self.buffer.ack(batch.seq)
 

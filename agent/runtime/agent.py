@@ -28,6 +28,7 @@ from agent.pipeline.scheduler import Scheduler
 from agent.pipeline.uplink import Uplink
 from agent.runtime.http import http_service
 from agent.runtime.reload import ConfigLifecycle
+from agent.runtime.shutdown import STEP_TIMEOUTS, bounded, bounded_all
 from agent.runtime.state_report import StateReport
 from agent.runtime.systemd import Notifier, Watchdog
 from agent.sdk.driver import DriverPlugin
@@ -200,17 +201,16 @@ class Agent:
             self.notifier.stopping()
             for reload in self._reloads:
                 reload.cancel()
-            await self.scheduler.stop_all()
-            await self.uplink.publish(self.uplink.topic("state"),
-                                      json.dumps(self.state("offline")),
-                                      retain=True)
+            # Every step bounded, and named in the log when it runs over (shutdown.py).
+            await bounded_all({f"device {name}": self.scheduler.stop(name)
+                               for name in list(self.scheduler.runners)}, STEP_TIMEOUTS["devices"])
+            await bounded("the offline state publish", self.uplink.publish(
+                self.uplink.topic("state"), json.dumps(self.state("offline")), retain=True),
+                STEP_TIMEOUTS["offline"])
             for task in tasks:
                 task.cancel()
-            _, stuck = await asyncio.wait(tasks, timeout=10) if tasks else (set(), set())
-            for task in stuck:
-                # Never hang a stop (systemd would kill us mid-commit); say who.
-                log.error("task %s did not stop within 10 s", task.get_name())
-            await self.buffer.close()
+            await bounded_all({f"task {t.get_name()}": t for t in tasks}, STEP_TIMEOUTS["tasks"])
+            await bounded("the buffer's last commit", self.buffer.close(), STEP_TIMEOUTS["buffer"])
             log.info("stopped; %d batches kept in the buffer", self.buffer.stats.batches)
 
     def _reload_soon(self) -> None:

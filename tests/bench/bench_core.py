@@ -8,6 +8,10 @@ Run: .venv/bin/python tests/bench/bench_core.py [--rounds 5]
 2. Drain: a stored backlog sent to a private Mosquitto through the Uplink
    (QoS 1, deleted on PUBACK), against a baseline of a bare aiomqtt QoS 1
    publish loop of the same payloads with the same in-flight window.
+3. Backlog (``--backlog N``, e.g. 300000): N small batches written straight
+   into the buffer's table, then drained through the Uplink; reports the
+   drain time and the buffer thread's commit times (the oldest-age query
+   runs on every commit).
 Medians over rounds; this machine is shared, so ratios matter more than
 absolute numbers.
 """
@@ -19,6 +23,7 @@ import asyncio
 import json
 import logging
 import resource
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -108,6 +113,67 @@ async def bare_publish_round(broker: Broker, payloads: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
+async def backlog_round(workdir: Path, broker: Broker, n: int) -> tuple[float, float, float]:
+    """Drain ``n`` stored batches; returns (wall s, median commit ms, max commit ms)."""
+    path = workdir / "backlog.sqlite"
+    buf = Buffer(path, max_size=2**31, max_age=86400 * 30, max_message=128 * 1024,
+                 commit_interval=0.2)
+    await buf.open()  # creates the schema the current code uses
+    await buf.close()
+    payload = json.dumps([make_samples(1)[0].to_json_obj()], separators=(",", ":")).encode()
+    now = int(time.time() * 1000)
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO batches(device, created_ms, samples, payload) VALUES (?,?,?,?)",
+                       (("dev", now + i // 1000, 1, payload) for i in range(n)))
+    buf = Buffer(path, max_size=2**31, max_age=86400 * 30, max_message=128 * 1024,
+                 commit_interval=0.2)
+    await buf.open()
+    commits: list[float] = []
+    plain_commit = buf.commit
+
+    async def timed_commit() -> int:
+        t = time.perf_counter()
+        added = await plain_commit()
+        commits.append((time.perf_counter() - t) * 1000)
+        return added
+
+    buf.commit = timed_commit  # type: ignore[method-assign]
+    uplink = Uplink(mqtt=MqttConfig(url=broker.url, max_inflight=16),
+                    gateway=GatewayConfig(id="bench", site="b"), buffer=buf,
+                    state=lambda s: {"status": s})
+    t0 = time.perf_counter()
+    tasks = [asyncio.create_task(buf.run()), asyncio.create_task(uplink.run())]
+    while uplink.counters.acked < n:
+        await asyncio.sleep(0.05)
+    wall = time.perf_counter() - t0
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await buf.close()
+    path.unlink()
+    return wall, statistics.median(commits), max(commits)
+
+
+async def backlog_main(rounds: int, n: int) -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # paho: "There are N pending publish calls."
+    walls, meds, maxes = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp))
+        broker.start()
+        try:
+            for _ in range(rounds):
+                wall, med_ms, max_ms = await backlog_round(Path(tmp), broker, n)
+                walls.append(wall)
+                meds.append(med_ms)
+                maxes.append(max_ms)
+        finally:
+            broker.stop()
+    med = statistics.median
+    print(f"backlog: {n} batches drained in {med(walls):.1f} s = {n / med(walls):.0f} batches/s; "
+          f"commit on the buffer thread: median {med(meds):.1f} ms, max {med(maxes):.1f} ms "
+          f"(rounds={rounds})")
+
+
 async def main(rounds: int) -> None:
     logging.getLogger("bare").setLevel(logging.ERROR)
     samples = make_samples(SAMPLES)
@@ -144,4 +210,9 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    asyncio.run(main(ap.parse_args().rounds))
+    ap.add_argument("--backlog", type=int, default=0, help="drain a backlog of N batches instead")
+    args = ap.parse_args()
+    if args.backlog:
+        asyncio.run(backlog_main(args.rounds, args.backlog))
+    else:
+        asyncio.run(main(args.rounds))

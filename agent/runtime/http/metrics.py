@@ -96,12 +96,15 @@ class AgentCollector(Collector):
         yield _gauge("edge_agent_buffer_batches", "Batches stored, not yet acknowledged",
                      s["depth"])
         yield _gauge("edge_agent_buffer_bytes", "Payload bytes stored", s["bytes"])
+        yield _gauge("edge_agent_buffer_disk_bytes",
+                     "Bytes the buffer's files take (database, WAL, index; <= max_size)",
+                     s["disk_bytes"])
         yield _gauge("edge_agent_buffer_oldest_age_seconds",
                      "Age of the oldest stored batch (0 when empty)", s["oldest_age_s"] or 0)
         yield _counter("edge_agent_buffer_committed_samples", "Samples committed to disk",
                        s["committed_samples"])
         yield _counter("edge_agent_buffer_dropped_batches",
-                       "Batches dropped by the size/age bounds", s["dropped_batches"])
+                       "Batches dropped by the size/age bounds or a full disk", s["dropped_batches"])
         yield _counter("edge_agent_buffer_dropped_samples",
                        "Samples dropped (bounds, or memory cap while the disk failed)",
                        s["dropped_samples"])

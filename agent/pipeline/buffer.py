@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from agent.sdk.readings import NOT_FINITE, Sample, now_ms
 
-__all__ = ["Buffer", "BufferStats", "StoredBatch"]
+__all__ = ["Buffer", "BufferStats", "StoredBatch", "split_events"]
 
 log = logging.getLogger("agent.buffer")
 T = TypeVar("T")
@@ -53,6 +53,7 @@ _IDLE_BEAT = 5.0
 # the uplink sends them without reading them back through the worker thread,
 # where the fetch would queue behind the next commit's fsync.
 _RECENT_BYTES = 2 * 1024 * 1024
+_EVENTS_MARK = b'],"events":['
 # Samples held in memory while the disk refuses writes, per device.
 _PENDING_CAP = 10_000
 
@@ -72,7 +73,21 @@ class StoredBatch:
     seq: int
     device: str
     created_ms: int
-    samples_json: bytes  # a JSON array of samples
+    # A JSON array of samples, followed by ``,"events":[...]`` when the
+    # batch carries alarm events: the uplink writes it after ``"samples":``
+    # so the events land at the message level.  See split_events().
+    samples_json: bytes
+
+
+def split_events(payload: bytes) -> tuple[bytes, bytes | None]:
+    """A stored payload as (samples array, events array or None)."""
+    # Keys inside samples are quoted tag names, and a string can never hold
+    # an unescaped quote, so the marker is only ever the events suffix
+    # (rfind: a tag named "events" holding a list comes earlier).
+    at = payload.rfind(_EVENTS_MARK)
+    if at < 0 or not payload.endswith(b"]"):
+        return payload, None
+    return payload[: at + 1], payload[at + len(_EVENTS_MARK) - 1 :]
 
 
 @dataclass
@@ -157,19 +172,36 @@ def pack_batches(samples: list[Sample], limit: int) -> list[tuple[bytes, int]]:
     """
     out: list[tuple[bytes, int]] = []
     current: list[bytes] = []
+    events: list[bytes] = []
     size = 2
+
+    def close() -> None:
+        body = b"[" + b",".join(current) + b"]"
+        if events:
+            body += b',"events":[' + b",".join(events) + b"]"
+        out.append((body, len(current)))
+
     for sample in samples:
         encoded = encode_sample(sample)
         pieces = [encoded] if len(encoded) + 2 <= limit else _split_sample(sample, limit - 2)
+        # A sample's events go in the message holding its (first) piece.
+        extra = [_encode_event(e) for e in sample.events]
         for piece in pieces:
-            if current and size + len(piece) + 1 > limit:
-                out.append((b"[" + b",".join(current) + b"]", len(current)))
-                current, size = [], 2
+            grow = len(piece) + 1 + sum(len(e) + 1 for e in extra) + (12 if extra else 0)
+            if current and size + grow > limit:
+                close()
+                current, events, size = [], [], 2
             current.append(piece)
-            size += len(piece) + 1
+            events.extend(extra)
+            size += grow
+            extra = []
     if current:
-        out.append((b"[" + b",".join(current) + b"]", len(current)))
+        close()
     return out
+
+
+def _encode_event(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), default=str).encode()
 
 
 class Buffer:

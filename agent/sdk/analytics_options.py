@@ -27,6 +27,7 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 Stat = Literal["min", "max", "mean", "last", "count", "sum", "stddev"]
 STATS: tuple[Stat, ...] = ("min", "max", "mean", "last", "count", "sum", "stddev")
+DEFAULT_STATS: tuple[Stat, ...] = ("min", "max", "mean", "last", "count")
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
 Loc = tuple[str | int, ...]
@@ -52,8 +53,8 @@ class ComputedTag(_Strict):
 class AggregateWindow(_Strict):
     every: Duration = Field(ge=1, le=86400, description="Window length, aligned to the clock")
     tags: list[str] = Field(min_length=1, description="Tags (or computed tags) to aggregate")
-    stats: list[Stat] = Field(default_factory=lambda: ["min", "max", "mean", "last", "count"],
-                              min_length=1)
+    stats: list[Stat] = Field(default_factory=lambda: list(DEFAULT_STATS), min_length=1,
+                              description="Stats sent per tag, as TAG.STAT")
     raw: bool = Field(True, description="false: send only the aggregates of these tags")
 
     @field_validator("every")

@@ -44,10 +44,10 @@ class EvalError(Exception):
 
 
 def _pow(base: Any, exp: Any) -> Any:
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0:
-        if max(abs(base).bit_length(), 1) * exp > MAX_INT_BITS and abs(base) > 1:
-            # A float overflows at ~1e308 with an error instead of building a huge int.
-            return float(base) ** exp
+    if (isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1
+            and abs(base).bit_length() * exp > MAX_INT_BITS):
+        # A float overflows at ~1e308 with an error instead of building a huge int.
+        return float(base) ** exp
     result = base ** exp
     if isinstance(result, complex):
         raise EvalError("not a real number")
@@ -269,7 +269,7 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _build(node: ast.AST, slots: dict[str, int]) -> Node:  # noqa: C901 - one case per node type
+def _build(node: ast.AST, slots: dict[str, int]) -> Node:
     if isinstance(node, ast.Constant):
         return _const(node.value)
     if isinstance(node, ast.Name):

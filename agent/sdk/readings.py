@@ -21,12 +21,16 @@ def now_ms() -> int:
 class Sample:
     """``values`` has every tag of the sample; a failed tag is ``None`` there
     and its error string in ``bad``; a doubtful one keeps its value and gets
-    a reason in ``uncertain``."""
+    a reason in ``uncertain``.  ``events`` (alarm events the processing stage
+    raised at this sample) travel with it through the buffer and go out in
+    the data message's ``events`` list, not inside the sample."""
 
     ts: int
     values: dict[str, Any]
     bad: dict[str, str] = field(default_factory=dict)
     uncertain: dict[str, str] = field(default_factory=dict)
+    # A tuple, so the common case (no events) allocates nothing.
+    events: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def all_bad(cls, tags: list[str], error: str, ts: int | None = None) -> Sample:

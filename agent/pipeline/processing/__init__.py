@@ -15,8 +15,11 @@ report-by-exception filter, which decides what is sent).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from agent.pipeline.processing.alarms import make_alarms
+from agent.pipeline.processing.computed import make_computed
+from agent.pipeline.processing.windows import make_raw_filter, make_windows
 from agent.sdk import DeviceConfig, Sample
 
 __all__ = ["STEP_FACTORIES", "DeviceChain", "Processing", "Step", "StepFactory"]
@@ -33,8 +36,12 @@ class Step(Protocol):
 #: Builds a device's step from its config, or None when the device does not use it.
 StepFactory = Callable[[DeviceConfig], Step | None]
 
-#: The steps, in the order they run.
-STEP_FACTORIES: tuple[StepFactory, ...] = ()
+
+#: The steps, in the order they run.  Derived values first; the alarms see
+#: every raw reading, also of tags whose readings are then not sent
+#: (``aggregate`` with ``raw: false``).
+STEP_FACTORIES: tuple[StepFactory, ...] = (make_computed, make_windows, make_alarms,
+                                           make_raw_filter)
 
 
 class DeviceChain:
@@ -70,6 +77,16 @@ class Processing:
             chains[config.name] = (old if old is not None and old.config == config
                                    else DeviceChain(config, self._factories))
         self._chains = chains
+
+    def active_alarms(self) -> dict[str, list[dict[str, Any]]]:
+        """Active alarms per device (devices without any left out)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, chain in self._chains.items():
+            for step in chain.steps:
+                listing = getattr(step, "active_alarms", None)
+                if listing is not None and (active := listing()):
+                    out.setdefault(name, []).extend(active)
+        return out
 
     def __call__(self, device: str, samples: list[Sample]) -> list[Sample]:
         chain = self._chains.get(device)

@@ -54,7 +54,9 @@ def _pow(base: Any, exp: Any) -> Any:
     return result
 
 
-def _round(x: Any, digits: Any = 0) -> Any:
+def _round(x: Any, digits: Any = None) -> Any:
+    if digits is None:
+        return round(x)  # an integer, as in Python
     if not isinstance(digits, int) or abs(digits) > 15:
         raise EvalError("round: digits must be an integer from -15 to 15")
     return round(x, digits)

@@ -8,6 +8,7 @@ for the wall clock to pass a minute).
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ async def test_first_window_after_a_restart_is_partial(server: SimServer) -> Non
 async def test_raw_false_sends_only_the_aggregates(server: SimServer) -> None:
     set_floats(server, a=80.0, b=1.0)
     base = future_window()
-    options = {
+    options: dict[str, Any] = {
         "aggregate": [{"every": "10s", "tags": ["a"], "stats": ["max"], "raw": False}],
         # The alarm still sees every raw reading of a.
         "alarms": [{"name": "a_high", "tag": "a", "above": 90}],

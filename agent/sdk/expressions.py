@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ MAX_TEXT = 1000
 #: An integer ``**`` whose result would exceed this many bits is done in floats.
 MAX_INT_BITS = 4096
 
-Env = Sequence[Any]
+Env = Mapping[str, Any]
 Node = Callable[[Env], Any]
 
 
@@ -235,7 +235,7 @@ def names_in(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Compiled:
-    """A checked expression: ``run(env)`` with ``env[i]`` the value of ``inputs[i]``."""
+    """A checked expression: ``run(env)`` with ``env`` mapping each of ``inputs`` to a number."""
 
     text: str
     inputs: tuple[str, ...]
@@ -250,12 +250,20 @@ def _const(value: Any) -> Node:
     return node
 
 
+def _name(name: str) -> Node:
+    def node(env: Env) -> Any:
+        return env[name]
+
+    node.name = name  # type: ignore[attr-defined]
+    return node
+
+
 def _fold(node: Node, *parts: Node) -> Node:
     """Evaluate a node whose parts are all constant now, at load."""
     if not all(hasattr(p, "constant") for p in parts):
         return node
     try:
-        value = node(())
+        value = node({})
     except (ArithmeticError, ValueError, TypeError, EvalError) as err:
         raise ExprError(f"constant part fails: {_reason(err)}") from None
     if isinstance(value, float) and not math.isfinite(value):
@@ -271,25 +279,42 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _build(node: ast.AST, slots: dict[str, int]) -> Node:
+def _binary(op: Callable[[Any, Any], Any], left: Node, right: Node) -> Node:
+    # Leaves (a tag, a constant) are read inline: one call per operator
+    # instead of three, which is most of the cost of a short expression.
+    a, b = left.__dict__.get("name"), right.__dict__.get("name")
+    if a is not None and b is not None:
+        return lambda env: op(env[a], env[b])
+    if a is not None and hasattr(right, "constant"):
+        c = right.constant
+        return lambda env: op(env[a], c)
+    if b is not None and hasattr(left, "constant"):
+        c = left.constant
+        return lambda env: op(c, env[b])
+    if hasattr(right, "constant"):
+        c = right.constant
+        return _fold(lambda env: op(left(env), c), left, right)
+    if hasattr(left, "constant"):
+        c = left.constant
+        return lambda env: op(c, right(env))
+    return lambda env: op(left(env), right(env))
+
+
+def _build(node: ast.AST) -> Node:
     if isinstance(node, ast.Constant):
         return _const(node.value)
     if isinstance(node, ast.Name):
-        i = slots[node.id]
-        return lambda env: env[i]
+        return _name(node.id)
     if isinstance(node, ast.Call) and (ref := _tag_ref(node)) is not None:
-        j = slots[ref]
-        return lambda env: env[j]
+        return _name(ref)
     if isinstance(node, ast.BinOp):
-        op2 = _BINARY[type(node.op)]
-        left, right = _build(node.left, slots), _build(node.right, slots)
-        return _fold(lambda env: op2(left(env), right(env)), left, right)
+        return _binary(_BINARY[type(node.op)], _build(node.left), _build(node.right))
     if isinstance(node, ast.UnaryOp):
         op1 = _UNARY[type(node.op)]
-        operand = _build(node.operand, slots)
+        operand = _build(node.operand)
         return _fold(lambda env: op1(operand(env)), operand)
     if isinstance(node, ast.BoolOp):
-        values = [_build(v, slots) for v in node.values]
+        values = [_build(v) for v in node.values]
         if isinstance(node.op, ast.And):
             def all_of(env: Env) -> Any:
                 result: Any = True
@@ -309,12 +334,11 @@ def _build(node: ast.AST, slots: dict[str, int]) -> Node:
             return result
         return _fold(any_of, *values)
     if isinstance(node, ast.Compare):
-        first = _build(node.left, slots)
-        pairs = [(_COMPARE[type(op)], _build(c, slots)) for op, c in zip(node.ops, node.comparators,
-                                                                         strict=True)]
+        first = _build(node.left)
+        pairs = [(_COMPARE[type(op)], _build(c))
+                 for op, c in zip(node.ops, node.comparators, strict=True)]
         if len(pairs) == 1:
-            cmp, other = pairs[0]
-            return _fold(lambda env: cmp(first(env), other(env)), first, other)
+            return _binary(pairs[0][0], first, pairs[0][1])
 
         def chain(env: Env) -> bool:
             left = first(env)
@@ -326,11 +350,11 @@ def _build(node: ast.AST, slots: dict[str, int]) -> Node:
             return True
         return _fold(chain, first, *(p[1] for p in pairs))
     if isinstance(node, ast.IfExp):
-        test, body, orelse = (_build(n, slots) for n in (node.test, node.body, node.orelse))
+        test, body, orelse = (_build(n) for n in (node.test, node.body, node.orelse))
         return _fold(lambda env: body(env) if test(env) else orelse(env), test, body, orelse)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         fn = FUNCTIONS[node.func.id][0]
-        args = [_build(a, slots) for a in node.args]
+        args = [_build(a) for a in node.args]
         if len(args) == 1:
             only = args[0]
             return _fold(lambda env: fn(only(env)), only)
@@ -344,9 +368,8 @@ def compile_expr(text: str) -> Compiled:
     Whether the names exist is the caller's business (it knows the device).
     """
     inputs = names_in(text)
-    slots = {name: i for i, name in enumerate(inputs)}
     try:
-        run = _build(_parse(text), slots)
+        run = _build(_parse(text))
     except RecursionError:
         raise ExprError("too deeply nested") from None
     return Compiled(text=text, inputs=tuple(inputs), run=run)

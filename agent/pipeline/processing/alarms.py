@@ -11,18 +11,21 @@ the buffer sends it in the device's data message under ``events`` with the
 sample's durability, so an alarm raised while the uplink is down arrives
 later with its true time.
 
-A bad reading (or one that is not a number) neither raises nor clears an
-alarm and restarts its delay; the first one of a run adds one ``unknown``
+A bad reading (or one that is not a number: text, NaN) neither raises nor
+clears an alarm and restarts its delay; the first one of a run adds one ``unknown``
 event.  State lives only in memory: after a restart every alarm starts
 cleared and is evaluated again from the next reading.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from itertools import compress
+from operator import ge, itemgetter, mul
 from typing import Any
 
 from agent.sdk import DeviceConfig, Sample
-from agent.sdk.analytics_options import AlarmConfig
+from agent.sdk.analytics_options import AlarmConfig, aggregate_names
 
 __all__ = ["AlarmStep", "make_alarms"]
 
@@ -66,7 +69,7 @@ class _Alarm:
     def update(self, ts: int, v: Any, good: bool) -> dict[str, Any] | None:
         """Feed one reading; return the event it causes, if any."""
         kind = type(v)
-        if not good or (kind is not float and kind is not int) or v != v:  # v != v: NaN
+        if not good or (kind is not float and kind is not int and kind is not bool) or v != v:
             self.pending_since = None
             if self.unknown:
                 return None
@@ -95,31 +98,91 @@ class _Alarm:
 
 
 class AlarmStep:
-    """Every alarm of one device."""
+    """Every alarm of one device.
+
+    Most readings change nothing: per sample the step takes every watched
+    value in one C call and finds the alarms whose value reached their
+    current trigger (the limit while cleared, the clear limit while active)
+    with C-level ``map``/``compress``; only those, and the few alarms
+    waiting out their ``for`` or coming back from a bad reading, run their
+    Python update.  The trigger test errs on the side of a visit, the update
+    is exact.
+    """
 
     def __init__(self, config: DeviceConfig) -> None:
+        derived = set(aggregate_names(config.aggregate))
         self._alarms = [_Alarm(cfg) for cfg in config.alarms]
-        self._tags = frozenset(a.tag for a in self._alarms)
+        # Alarms on TAG.STAT see only window-end samples: checked one by one.
+        self._fast = [a for a in self._alarms if a.tag not in derived]
+        self._slow = [a for a in self._alarms if a.tag in derived]
+        self._slow_tags = frozenset(a.tag for a in self._slow)
+        self._fast_tags = frozenset(a.tag for a in self._fast)
+        tags = [a.tag for a in self._fast]
+        self._get: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda v: ()
+        if len(tags) == 1:
+            one = itemgetter(tags[0])
+            self._get = lambda v: (one(v),)
+        elif tags:
+            self._get = itemgetter(*tags)
+        self._index = range(len(tags))
+        # A value v of alarm i needs a visit when sign[i] * v >= trigger[i].
+        self._sign = [0.0] * len(tags)
+        self._trigger = [0.0] * len(tags)
+        self._watch: set[int] = set()
+        for i in self._index:
+            self._arm(i)
+
+    def _arm(self, i: int) -> None:
+        a = self._fast[i]
+        rising = a.above != a.active  # above and cleared, or below and active
+        sign = 1.0 if rising else -1.0
+        self._sign[i] = sign
+        self._trigger[i] = sign * (a.clear if a.active else a.limit)
+        if a.pending_since is not None or a.unknown:
+            self._watch.add(i)
+        else:
+            self._watch.discard(i)
 
     def process(self, samples: list[Sample]) -> list[Sample]:
         for sample in samples:
             values = sample.values
-            if self._tags.isdisjoint(values):
-                continue
-            bad = sample.bad
-            events: list[dict[str, Any]] | None = None
-            for alarm in self._alarms:
-                v = values.get(alarm.tag, _MISSING)
-                if v is _MISSING:
-                    continue
-                event = alarm.update(sample.ts, v, not (bad and alarm.tag in bad))
-                if event is not None:
-                    if events is None:
-                        events = list(sample.events)
-                    events.append(event)
-            if events is not None:
-                sample.events = tuple(events)
+            events: list[dict[str, Any]] = []
+            if self._fast:
+                self._check_fast(sample, events)
+            if self._slow_tags and not self._slow_tags.isdisjoint(values):
+                for alarm in self._slow:
+                    self._feed(alarm, sample, events)
+            if events:
+                sample.events = (*sample.events, *events)
         return samples
+
+    def _check_fast(self, sample: Sample, events: list[dict[str, Any]]) -> None:
+        values = sample.values
+        visit: Iterable[int]
+        if sample.bad and not self._fast_tags.isdisjoint(sample.bad):
+            visit = self._index
+        else:
+            try:
+                row = self._get(values)
+                hits = compress(self._index, map(ge, map(mul, row, self._sign), self._trigger))
+                visit = sorted(self._watch.union(hits)) if self._watch else list(hits)
+            except (KeyError, TypeError):  # a tag missing (push or window sample), not a number
+                visit = [i for i in self._index if self._fast[i].tag in values]
+        for i in visit:
+            if self._feed(self._fast[i], sample, events):
+                self._arm(i)
+
+    @staticmethod
+    def _feed(alarm: _Alarm, sample: Sample, events: list[dict[str, Any]]) -> bool:
+        """Update one alarm from a sample; True when its state may have changed."""
+        v = sample.values.get(alarm.tag, _MISSING)
+        if v is _MISSING:
+            return False
+        good = not (sample.bad and alarm.tag in sample.bad)
+        event = alarm.update(sample.ts, v, good)
+        if event is not None:
+            events.append(event)
+        return True
 
     def active_alarms(self) -> list[dict[str, Any]]:
         """The active alarms, for ``status`` and the metrics."""

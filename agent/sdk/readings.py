@@ -29,8 +29,9 @@ class Sample:
     values: dict[str, Any]
     bad: dict[str, str] = field(default_factory=dict)
     uncertain: dict[str, str] = field(default_factory=dict)
-    # A tuple, so the common case (no events) allocates nothing.
-    events: tuple[dict[str, Any], ...] = ()
+    # A tuple, so the common case (no events) allocates nothing; keyword-only
+    # so fields added before it never shift positional arguments into it.
+    events: tuple[dict[str, Any], ...] = field(default=(), kw_only=True)
 
     @classmethod
     def all_bad(cls, tags: list[str], error: str, ts: int | None = None) -> Sample:

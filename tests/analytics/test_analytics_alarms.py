@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ async def test_alarm_raised_during_a_broker_outage_is_delivered_after_it(
             broker.start()
 
             def events() -> list[dict[str, Any]]:
-                return [e for p in col.json_payloads() for e in p.get("events", [])]  # type: ignore[attr-defined]
+                return [e for p in col.json_payloads() for e in p.get("events", [])]
 
             await async_wait_until(lambda: len(events()) >= 2, 60, "events after the outage")
         finally:
@@ -170,4 +171,18 @@ async def test_alarm_raised_during_a_broker_outage_is_delivered_after_it(
     # The events rode in the data message of the sample they happened at.
     message = next(p for p in col.json_payloads() if p.get("events"))
     assert set(message) == {"gateway", "device", "seq", "samples", "events"}
-    assert any(s["ts"] == raised_at for s in message["samples"])  # type: ignore[attr-defined]
+    assert any(s["ts"] == raised_at for s in message["samples"])
+
+
+def test_readme_example_is_a_valid_device() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Edge analytics"):]
+    block = section[section.index("```yaml") + 7:section.index("```", section.index("```yaml") + 7)]
+    device = {"name": "press", "driver": "modbus",
+              "connection": {"transport": "tcp", "host": "127.0.0.1", "port": 502},
+              **yaml.safe_load(textwrap.dedent(block))}
+    text = yaml.safe_dump({"gateway": {"id": "g", "site": "s"},
+                           "uplink": {"mqtt": {"url": "mqtt://127.0.0.1"}}, "devices": [device]})
+    [parsed] = parse_site(text, "site.yaml").devices
+    assert [a.name for a in parsed.alarms] == ["oil_hot", "oil_cold"]
+    assert parsed.aggregate[0].raw is False

@@ -14,6 +14,7 @@ report-by-exception filter, which decides what is sent).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ from agent.pipeline.processing.windows import make_raw_filter, make_windows
 from agent.sdk import DeviceConfig, Sample
 
 __all__ = ["STEP_FACTORIES", "DeviceChain", "Processing", "Step", "StepFactory"]
+
+log = logging.getLogger("agent.pipeline.processing")
 
 
 class Step(Protocol):
@@ -47,18 +50,28 @@ STEP_FACTORIES: tuple[StepFactory, ...] = (make_computed, make_windows, make_ala
 class DeviceChain:
     """The steps of one device, built once from its config."""
 
-    __slots__ = ("config", "steps")
+    __slots__ = ("config", "errors", "steps")
 
     def __init__(self, config: DeviceConfig,
                  factories: Sequence[StepFactory] = STEP_FACTORIES) -> None:
         self.config = config
         self.steps = [step for make in factories if (step := make(config)) is not None]
+        #: Batches a step failed on (a bug): they went on without that step.
+        self.errors = 0
 
     def process(self, samples: list[Sample]) -> list[Sample]:
         for step in self.steps:
             if not samples:
                 break
-            samples = step.process(samples)
+            try:
+                samples = step.process(samples)
+            except Exception:
+                # Never lose readings or kill the device's task over a step:
+                # the batch goes on as it was; said once per chain.
+                if not self.errors:
+                    log.exception("device %s: processing step %s failed; its readings "
+                                  "go on without it", self.config.name, type(step).__name__)
+                self.errors += 1
         return samples
 
 

@@ -186,3 +186,16 @@ def test_readme_example_is_a_valid_device() -> None:
     [parsed] = parse_site(text, "site.yaml").devices
     assert [a.name for a in parsed.alarms] == ["oil_hot", "oil_cold"]
     assert parsed.aggregate[0].raw is False
+
+
+async def test_delay_survives_the_clock_going_back(server: SimServer) -> None:
+    alarm = {"name": "hot", "tag": "a", "above": 90, "for": "5s"}
+    base = 1_800_000_000_000
+    async with rig(server, alarms=[alarm]) as r:
+        set_floats(server, a=95.0)
+        out = await r.run(base)
+        out += await r.run(base - 3_600_000)  # an NTP step back by an hour
+        out += await r.run(base - 3_600_000 + 4000)
+        assert not states(out), "not yet past the limit for 5 s on the new clock"
+        out += await r.run(base - 3_600_000 + 5000)
+    assert states(out) == [(base - 3_595_000, "hot", "active", 95.0, 90.0)]

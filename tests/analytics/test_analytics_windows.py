@@ -125,3 +125,27 @@ async def test_two_windows_close_on_their_own_grids(server: SimServer) -> None:
     aggregates = [(s.ts - base, s.values) for s in out if "a" not in s.values]
     assert aggregates == [(t, {"a.count": 2}) for t in range(10_000, 60_000, 10_000)] + [
         (60_000, {"a.count": 2}), (60_000, {"b.count": 12})]
+
+
+async def test_uncertain_readings_and_a_clock_jumping_back(server: SimServer) -> None:
+    set_floats(server, a=1.0, b=2.0)
+    base = future_window()
+    window = {"every": "1m", "tags": ["a", "b"], "stats": ["count"]}
+    async with rig(server, aggregate=[window]) as r:
+        doubtful = await r.read(base)
+        doubtful.uncertain["a"] = "sensor drift"
+        out = r.chain.process([doubtful])
+        out += await r.run(base + MINUTE)  # closes the first window
+        out += await r.run(base + 10)  # a late timestamp of the window just sent
+        out += await r.run(base - 60 * MINUTE)  # the clock went back an hour
+        out += await r.run(base - 59 * MINUTE)
+    aggregates = [s for s in out if "a" not in s.values]
+    assert [(s.ts - base, s.values, s.uncertain) for s in aggregates] == [
+        (MINUTE, {"a.count": 1, "b.count": 1}, {"a.count": "uncertain readings"}),
+        # The window open when the clock jumped is sent as it was...
+        (2 * MINUTE, {"a.count": 1, "b.count": 1}, {}),
+        # ...and the first one on the new clock is partial.
+        (-59 * MINUTE, {"a.count": 1, "b.count": 1},
+         {"a.count": "partial window", "b.count": "partial window"}),
+    ]
+    assert len(out) == 5 + 3, "every raw sample passes, also the late one"

@@ -52,7 +52,7 @@ class _Alarm:
         self.unknown = False
         self.pending_since: int | None = None
         self.since: int | None = None
-        self.value: Any = None
+        self.value: Any = None  # the reading that raised it
 
     def past_limit(self, v: float) -> bool:
         return v > self.limit if self.above else v < self.limit
@@ -77,7 +77,6 @@ class _Alarm:
             return self.event(ts, "unknown", None, self.limit)
         self.unknown = False
         if self.active:
-            self.value = v
             if self.back_in(v):
                 self.active = False
                 self.since = None
@@ -86,7 +85,7 @@ class _Alarm:
         if not self.past_limit(v):
             self.pending_since = None
             return None
-        if self.pending_since is None:
+        if self.pending_since is None or ts < self.pending_since:  # (the clock went back)
             self.pending_since = ts
         if ts - self.pending_since < self.for_ms:
             return None

@@ -4,11 +4,15 @@ A window of ``every`` seconds covers ``[k*every, (k+1)*every)`` in Unix
 time, so a 1 m window ends at every full minute whatever the poll period or
 start time.  A window closes when the first sample past its end arrives;
 its stats go out in one sample stamped with the window's end, placed
-before that sample.  Stats are over the window's good numeric readings
-(``stddev`` is the population standard deviation); a window without any
-sends ``count`` 0 and the other stats bad (``no data``).  The first window
-after a (re)start began before this step existed, so its stats are
-uncertain (``partial window``).
+before that sample.  Stats are over the window's numeric readings that are
+not bad (booleans count as 0 and 1; ``stddev`` is the population standard
+deviation); a window without any sends ``count`` 0 and the other stats bad
+(``no data``), and one that used an uncertain reading marks that tag's
+stats uncertain (``uncertain readings``).  The first window after a
+(re)start began before this step existed, so its stats are uncertain
+(``partial window``); so is the first one after the clock jumped back.  A
+sample of the window just sent (a late source timestamp) passes on
+without being counted.
 
 ``raw: false`` is applied by a separate step (:func:`make_raw_filter`) that
 runs after the alarms, so an alarm still sees every raw reading of a tag
@@ -92,8 +96,8 @@ class _Acc:
 class _Window:
     """One ``aggregate`` entry: the readings of its tags in the open window."""
 
-    __slots__ = ("accs", "every_ms", "get", "names", "open_id", "partial_id", "pick", "rows",
-                 "squares", "stat_names", "tags")
+    __slots__ = ("accs", "doubtful", "every_ms", "get", "names", "open_id", "partial_id",
+                 "pick", "rows", "squares", "stat_names", "tags")
 
     def __init__(self, spec: AggregateWindow, started_ms: int) -> None:
         self.every_ms = round(spec.every * 1000)
@@ -117,6 +121,8 @@ class _Window:
         else:
             self.get = itemgetter(*self.tags)
         self.rows: list[tuple[Any, ...]] = []
+        #: Tags with an uncertain reading in the open window.
+        self.doubtful: set[str] = set()
         self.open_id: int | None = None
         # The window holding the start time began before we did.
         self.partial_id = started_ms // self.every_ms
@@ -130,6 +136,8 @@ class _Window:
         if sample.bad:
             row = tuple(None if t in sample.bad else v for t, v in zip(self.tags, row,
                                                                         strict=True))
+        if sample.uncertain:
+            self.doubtful.update(t for t in self.tags if t in sample.uncertain)
         self.rows.append(row)
         if len(self.rows) >= _FOLD_AT:
             self.fold()
@@ -147,7 +155,7 @@ class _Window:
         values, bad, uncertain = out.values, out.bad, out.uncertain
         partial = self.open_id <= self.partial_id
         pick, stat_names = self.pick, self.stat_names
-        for acc, names in zip(self.accs, self.names, strict=True):
+        for tag, acc, names in zip(self.tags, self.accs, self.names, strict=True):
             if acc.n:
                 values.update(zip(names, pick(acc.stats()), strict=True))
             else:
@@ -158,9 +166,12 @@ class _Window:
                         values[name] = None
                         bad[name] = "no data"
             if partial:
-                uncertain.update((name, "partial window") for name in names if name in values
-                                 and name not in bad)
+                uncertain.update((name, "partial window") for name in names if name not in bad)
+            elif tag in self.doubtful:
+                uncertain.update((name, "uncertain readings") for name in names
+                                 if name not in bad)
         self.accs = [_Acc() for _ in self.tags]
+        self.doubtful.clear()
         return out
 
 
@@ -178,10 +189,14 @@ class WindowStep:
             for window in self._windows:
                 wid = ts // window.every_ms
                 if window.open_id != wid:
-                    if window.open_id is not None and wid > window.open_id:
+                    if window.open_id is not None:
+                        if window.open_id - 1 == wid:
+                            continue  # a late sample of the window just sent: not in it
+                        # The next window, or the clock jumped (back: a first
+                        # NTP sync on a gateway without a real-time clock).
                         out.append(window.close())
-                    elif window.open_id is not None:
-                        continue  # a late sample of a closed window: already sent without it
+                        if wid < window.open_id:
+                            window.partial_id = wid
                     window.open_id = wid
                 window.add(sample)
             out.append(sample)

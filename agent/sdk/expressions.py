@@ -28,6 +28,8 @@ __all__ = ["FUNCTIONS", "Compiled", "EvalError", "ExprError", "compile_expr", "e
 
 #: Longest expression text accepted; bounds parse time and tree depth.
 MAX_TEXT = 1000
+#: Deepest nesting of operations accepted (evaluation recurses once per level).
+MAX_DEPTH = 40
 #: An integer ``**`` whose result would exceed this many bits is done in floats.
 MAX_INT_BITS = 4096
 
@@ -160,6 +162,13 @@ def _parse(text: str) -> ast.expr:
         raise ExprError(f"syntax error: {err.msg}") from None
     except (RecursionError, MemoryError, ValueError):
         raise ExprError("too deeply nested") from None
+    # Evaluation recurses once per level: bound it here, not at run time.
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     return tree.body
 
 

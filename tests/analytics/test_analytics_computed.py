@@ -182,6 +182,8 @@ HOSTILE = {
     "round(a, ndigits=2)": "round: keyword arguments not allowed",
     "'a' * 1000000000": "text is only allowed in tag(\"name\")",
     "a" + " + a" * 600: "longer than 1000 characters",
+    "-" * 300 + "a": "nested deeper than 40 levels",
+    "abs(" * 60 + "a" + ")" * 60: "nested deeper than 40 levels",
 }
 
 

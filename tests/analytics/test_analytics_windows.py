@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent.pipeline.processing import Processing
 from agent.sdk.readings import Sample, now_ms
 from drivers.modbus.simserver import SimServer
 from tests.analytics.helpers_analytics import HOLE, TAGS, rig, set_floats, set_ints
@@ -149,3 +150,28 @@ async def test_uncertain_readings_and_a_clock_jumping_back(server: SimServer) ->
          {"a.count": "partial window", "b.count": "partial window"}),
     ]
     assert len(out) == 5 + 3, "every raw sample passes, also the late one"
+
+
+async def test_a_quiet_device_s_window_is_closed_by_the_clock(server: SimServer) -> None:
+    set_floats(server, a=95.0)
+    base = future_window()
+    options: dict[str, Any] = {
+        "poll": "1s",
+        "aggregate": [{"every": "1m", "tags": ["a"], "stats": ["max", "count"], "raw": False}],
+        "alarms": [{"name": "hot_minute", "tag": "a.max", "above": 90}],
+    }
+    async with rig(server, TAGS[:1], **options) as r:
+        stage = Processing()
+        stage.apply([r.config])
+        out = stage("dev", [await r.read(base + 5000)])  # then the device falls silent
+        assert stage.tick(base + MINUTE + 1000) == {}, "a poll period of grace for the next sample"
+        [closed] = stage.tick(base + MINUTE + 2000)["dev"]
+        assert stage.tick(base + MINUTE + 3000) == {}, "closed once"
+        out += stage("dev", [await r.read(base + 30_000)])  # a late source timestamp
+        out += stage("dev", [await r.read(base + MINUTE + 4000)])
+        [again] = stage.tick(base + 2 * MINUTE + 2000)["dev"]
+    assert closed.ts == base + MINUTE and closed.values == {"a.max": 95.0, "a.count": 1}
+    [event] = closed.events
+    assert event["alarm"] == "hot_minute" and event["ts"] == base + MINUTE, "later steps ran"
+    assert out == [], "raw: false, and the late sample counted nowhere"
+    assert again.ts == base + 2 * MINUTE and again.values["a.count"] == 1

@@ -75,6 +75,29 @@ class DeviceChain:
         return samples
 
 
+    def tick(self, now: int) -> list[Sample]:
+        """Samples the steps produce from the clock alone (a window that ended
+        on a quiet device), passed through the steps after the one that made them."""
+        out: list[Sample] = []
+        for i, step in enumerate(self.steps):
+            tick = getattr(step, "tick", None)
+            if tick is None:
+                continue
+            try:
+                made: list[Sample] = tick(now)
+                for later in self.steps[i + 1:]:
+                    if made:
+                        made = later.process(made)
+            except Exception:
+                if not self.errors:
+                    log.exception("device %s: processing tick of %s failed", self.config.name,
+                                  type(step).__name__)
+                self.errors += 1
+                continue
+            out.extend(made)
+        return out
+
+
 class Processing:
     """The stage: one chain per device, rebuilt (state reset) when its config changes."""
 
@@ -99,6 +122,14 @@ class Processing:
                 listing = getattr(step, "active_alarms", None)
                 if listing is not None and (active := listing()):
                     out.setdefault(name, []).extend(active)
+        return out
+
+    def tick(self, now: int) -> dict[str, list[Sample]]:
+        """What the clock alone produces, per device (see DeviceChain.tick); call every second."""
+        out: dict[str, list[Sample]] = {}
+        for name, chain in self._chains.items():
+            if chain.steps and (made := chain.tick(now)):
+                out[name] = made
         return out
 
     def __call__(self, device: str, samples: list[Sample]) -> list[Sample]:

@@ -2,17 +2,20 @@
 
 A window of ``every`` seconds covers ``[k*every, (k+1)*every)`` in Unix
 time, so a 1 m window ends at every full minute whatever the poll period or
-start time.  A window closes when the first sample past its end arrives;
-its stats go out in one sample stamped with the window's end, placed
-before that sample.  Stats are over the window's numeric readings that are
-not bad (booleans count as 0 and 1; ``stddev`` is the population standard
-deviation); a window without any sends ``count`` 0 and the other stats bad
-(``no data``), and one that used an uncertain reading marks that tag's
-stats uncertain (``uncertain readings``).  The first window after a
-(re)start began before this step existed, so its stats are uncertain
-(``partial window``); so is the first one after the clock jumped back.  A
-sample of the window just sent (a late source timestamp) passes on
-without being counted.
+start time.  A window closes when the first sample past its end arrives
+(its stats go out in one sample stamped with the window's end, placed
+before that sample), or, on a device that sent nothing since, when the
+stage's clock tick finds it ended more than a poll period ago.
+
+Stats are over the window's numeric readings that are not bad (booleans
+count as 0 and 1; ``stddev`` is the population standard deviation); a
+window without any sends ``count`` 0 and the other stats bad (``no
+data``), and one that used an uncertain reading marks that tag's stats
+uncertain (``uncertain readings``).  The first window after a (re)start
+began before this step existed, so its stats are uncertain (``partial
+window``); so is the first one after the clock jumped back.  A sample of
+the window just sent (a late source timestamp) passes on without being
+counted.
 
 ``raw: false`` is applied by a separate step (:func:`make_raw_filter`) that
 runs after the alarms, so an alarm still sees every raw reading of a tag
@@ -20,7 +23,7 @@ whose readings are not sent.
 
 Per sample a window takes its tags' values in one C call (``itemgetter``)
 and keeps the row; rows are folded into running totals column by column
-with C built-ins (``min``, ``max``, ``fsum``) when the window closes or 256
+with C built-ins (``min``, ``max``, ``sum``) when the window closes or 256
 rows have gathered, so a reading costs a few tens of nanoseconds and the
 state stays bounded whatever the window's length.
 """
@@ -96,8 +99,8 @@ class _Acc:
 class _Window:
     """One ``aggregate`` entry: the readings of its tags in the open window."""
 
-    __slots__ = ("accs", "doubtful", "every_ms", "get", "names", "open_id", "partial_id",
-                 "pick", "rows", "squares", "stat_names", "tags")
+    __slots__ = ("accs", "doubtful", "every_ms", "get", "last_closed", "names", "open_id",
+                 "partial_id", "pick", "rows", "squares", "stat_names", "tags")
 
     def __init__(self, spec: AggregateWindow, started_ms: int) -> None:
         self.every_ms = round(spec.every * 1000)
@@ -124,6 +127,7 @@ class _Window:
         #: Tags with an uncertain reading in the open window.
         self.doubtful: set[str] = set()
         self.open_id: int | None = None
+        self.last_closed: int | None = None
         # The window holding the start time began before we did.
         self.partial_id = started_ms // self.every_ms
 
@@ -172,6 +176,7 @@ class _Window:
                                  if name not in bad)
         self.accs = [_Acc() for _ in self.tags]
         self.doubtful.clear()
+        self.last_closed, self.open_id = self.open_id, None
         return out
 
 
@@ -181,6 +186,9 @@ class WindowStep:
     def __init__(self, config: DeviceConfig) -> None:
         started = now_ms()
         self._windows = [_Window(spec, started) for spec in config.aggregate]
+        # A quiet device's window is closed by the clock this long after its
+        # end (normally the next poll's sample closes it first).
+        self._grace_ms = round(max(config.poll, 1.0) * 1000) + 1000
 
     def process(self, samples: list[Sample]) -> list[Sample]:
         out: list[Sample] = []
@@ -192,15 +200,24 @@ class WindowStep:
                     if window.open_id is not None:
                         if window.open_id - 1 == wid:
                             continue  # a late sample of the window just sent: not in it
-                        # The next window, or the clock jumped (back: a first
-                        # NTP sync on a gateway without a real-time clock).
                         out.append(window.close())
-                        if wid < window.open_id:
-                            window.partial_id = wid
+                    elif wid == window.last_closed:
+                        continue  # a late sample of a window the clock closed
+                    if window.last_closed is not None and wid < window.last_closed:
+                        # The clock jumped back (a first NTP sync on a gateway
+                        # without a real-time clock): a fresh, partial window.
+                        window.partial_id = wid
                     window.open_id = wid
                 window.add(sample)
             out.append(sample)
         return out
+
+    def tick(self, now: int) -> list[Sample]:
+        """Close the windows that ended a while ago without a sample after them
+        (a push device whose values stand still)."""
+        return [window.close() for window in self._windows
+                if window.open_id is not None
+                and (window.open_id + 1) * window.every_ms + self._grace_ms <= now]
 
 
 def make_windows(config: DeviceConfig) -> WindowStep | None:

@@ -171,6 +171,8 @@ class AnalyticsOptions(_Strict):
                 if tag not in known:
                     problems.append((("aggregate", i, "tags", j), _unknown(tag, known)))
             for name in aggregate_names([w]):
+                if name.rpartition(".")[0] not in known:
+                    continue  # reported above
                 if name in known:
                     problems.append((("aggregate", i, "tags"), f"{name!r} is already a tag"))
                 if name in derived:

@@ -62,7 +62,10 @@ class ComputedStep:
 
     def process(self, samples: list[Sample]) -> list[Sample]:
         for sample in samples:
-            if not (sample.bad or sample.uncertain):
+            bad, uncertain = sample.bad, sample.uncertain
+            # Quality of tags no expression reads (a tag that always fails) does not matter.
+            if ((not bad or self._watched_set.isdisjoint(bad))
+                    and (not uncertain or self._watched_set.isdisjoint(uncertain))):
                 try:
                     inputs = self._inputs_of(sample.values)
                 except KeyError:

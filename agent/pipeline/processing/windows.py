@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import repeat
+from itertools import chain, repeat
 from math import fsum
-from operator import itemgetter, mul, sub
+from operator import itemgetter, mul, sub, truediv
 from typing import Any
 
 from agent.sdk import DeviceConfig, Sample, now_ms
@@ -46,6 +46,11 @@ __all__ = ["RawFilter", "WindowStep", "make_raw_filter", "make_windows"]
 # for long windows (a day at 1 s polls) while folding in C-speed batches.
 _FOLD_AT = 256
 _NUMBER = (int, float, bool)
+
+
+def _pstdev(column: tuple[Any, ...], mean: float) -> float:
+    diffs = list(map(sub, column, repeat(mean, len(column))))
+    return math.sqrt(fsum(map(mul, diffs, diffs)) / len(column))
 
 
 class _Acc:
@@ -99,8 +104,9 @@ class _Acc:
 class _Window:
     """One ``aggregate`` entry: the readings of its tags in the open window."""
 
-    __slots__ = ("accs", "doubtful", "every_ms", "get", "last_closed", "names", "open_id",
-                 "partial_id", "pick", "rows", "squares", "stat_names", "tags")
+    __slots__ = ("accs", "doubtful", "every_ms", "flat_names", "folded", "get", "last_closed",
+                 "names", "open_id", "partial_id", "pick", "rows", "squares", "stat_names",
+                 "tags")
 
     def __init__(self, spec: AggregateWindow, started_ms: int) -> None:
         self.every_ms = round(spec.every * 1000)
@@ -110,6 +116,7 @@ class _Window:
         # stats out of _Acc.stats() in the same order.
         self.stat_names = tuple(spec.stats)
         self.names = [tuple(f"{tag}.{s}" for s in spec.stats) for tag in spec.tags]
+        self.flat_names = [name for names in self.names for name in names]
         positions = [STATS.index(s) for s in spec.stats]
         if len(positions) == 1:
             first = positions[0]
@@ -124,6 +131,8 @@ class _Window:
         else:
             self.get = itemgetter(*self.tags)
         self.rows: list[tuple[Any, ...]] = []
+        #: Rows of the open window were folded into ``accs`` already.
+        self.folded = False
         #: Tags with an uncertain reading in the open window.
         self.doubtful: set[str] = set()
         self.open_id: int | None = None
@@ -151,13 +160,52 @@ class _Window:
             for acc, column in zip(self.accs, zip(*self.rows, strict=True), strict=True):
                 acc.fold(column, self.squares)
             self.rows = []
+            self.folded = True
+
+    def close_clean(self, out: Sample) -> bool:
+        """The usual close, all in C-level passes: every reading of the window
+        still in ``rows`` and a number.  False (nothing done) otherwise."""
+        if self.folded or not self.rows:
+            return False
+        columns = list(zip(*self.rows, strict=True))
+        try:
+            sums = list(map(sum, columns))  # None (bad) or text raise
+        except TypeError:
+            return False
+        n = len(self.rows)
+        by_stat: dict[str, Any] = {"count": repeat(n), "sum": sums, "last": self.rows[-1]}
+        for stat in self.stat_names:
+            if stat == "min":
+                by_stat[stat] = map(min, columns)
+            elif stat == "max":
+                by_stat[stat] = map(max, columns)
+            elif stat == "mean":
+                by_stat[stat] = map(truediv, sums, repeat(n))
+            elif stat == "stddev":
+                by_stat[stat] = [_pstdev(column, total / n)
+                                 for column, total in zip(columns, sums, strict=True)]
+        # Tag-major, as flat_names: (t1.min, t1.max, ..., t2.min, ...).
+        per_tag = zip(*(by_stat[stat] for stat in self.stat_names), strict=False)
+        out.values.update(zip(self.flat_names, chain.from_iterable(per_tag), strict=False))
+        self.rows = []
+        return True
 
     def close(self) -> Sample:
         assert self.open_id is not None
-        self.fold()
         out = Sample(ts=(self.open_id + 1) * self.every_ms, values={})
         values, bad, uncertain = out.values, out.bad, out.uncertain
         partial = self.open_id <= self.partial_id
+        if self.close_clean(out):
+            if partial:
+                uncertain.update(dict.fromkeys(self.flat_names, "partial window"))
+            else:
+                for tag, names in zip(self.tags, self.names, strict=True):
+                    if tag in self.doubtful:
+                        uncertain.update(dict.fromkeys(names, "uncertain readings"))
+            self.doubtful.clear()
+            self.last_closed, self.open_id = self.open_id, None
+            return out
+        self.fold()
         pick, stat_names = self.pick, self.stat_names
         for tag, acc, names in zip(self.tags, self.accs, self.names, strict=True):
             if acc.n:
@@ -175,6 +223,7 @@ class _Window:
                 uncertain.update((name, "uncertain readings") for name in names
                                  if name not in bad)
         self.accs = [_Acc() for _ in self.tags]
+        self.folded = False
         self.doubtful.clear()
         self.last_closed, self.open_id = self.open_id, None
         return out

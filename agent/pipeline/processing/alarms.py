@@ -19,9 +19,10 @@ cleared and is evaluated again from the next reading.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from itertools import compress
-from operator import ge, itemgetter, mul
+from operator import ge, itemgetter, le
 from typing import Any
 
 from agent.sdk import DeviceConfig, Sample
@@ -100,9 +101,9 @@ class AlarmStep:
     """Every alarm of one device.
 
     Most readings change nothing: per sample the step takes every watched
-    value in one C call and finds the alarms whose value reached their
-    current trigger (the limit while cleared, the clear limit while active)
-    with C-level ``map``/``compress``; only those, and the few alarms
+    value in one C call and tests whether any reached its alarm's current
+    trigger (the limit while cleared, the clear limit while active) with
+    C-level ``map``/``any`` (``compress`` finds which); only those, and the few alarms
     waiting out their ``for`` or coming back from a bad reading, run their
     Python update.  The trigger test errs on the side of a visit, the update
     is exact.
@@ -124,19 +125,21 @@ class AlarmStep:
         elif tags:
             self._get = itemgetter(*tags)
         self._index = range(len(tags))
-        # A value v of alarm i needs a visit when sign[i] * v >= trigger[i].
-        self._sign = [0.0] * len(tags)
-        self._trigger = [0.0] * len(tags)
+        # A value v of alarm i needs a visit when v >= rise[i] or v <= fall[i]
+        # (the direction it does not wait for holds an infinity).
+        self._rise = [math.inf] * len(tags)
+        self._fall = [-math.inf] * len(tags)
         self._watch: set[int] = set()
         for i in self._index:
             self._arm(i)
 
     def _arm(self, i: int) -> None:
         a = self._fast[i]
-        rising = a.above != a.active  # above and cleared, or below and active
-        sign = 1.0 if rising else -1.0
-        self._sign[i] = sign
-        self._trigger[i] = sign * (a.clear if a.active else a.limit)
+        trigger = a.clear if a.active else a.limit
+        if a.above != a.active:  # above and cleared, or below and active: waits for a rise
+            self._rise[i], self._fall[i] = trigger, -math.inf
+        else:
+            self._rise[i], self._fall[i] = math.inf, trigger
         if a.pending_since is not None or a.unknown:
             self._watch.add(i)
         else:
@@ -163,8 +166,15 @@ class AlarmStep:
         else:
             try:
                 row = self._get(values)
-                hits = compress(self._index, map(ge, map(mul, row, self._sign), self._trigger))
-                visit = sorted(self._watch.union(hits)) if self._watch else list(hits)
+                # Usually no value reached a trigger: two short-circuiting passes.
+                if any(map(ge, row, self._rise)) or any(map(le, row, self._fall)):
+                    hits = {*compress(self._index, map(ge, row, self._rise)),
+                            *compress(self._index, map(le, row, self._fall))}
+                    visit = sorted(self._watch.union(hits))
+                elif self._watch:
+                    visit = sorted(self._watch)
+                else:
+                    return
             except (KeyError, TypeError):  # a tag missing (push or window sample), not a number
                 visit = [i for i in self._index if self._fast[i].tag in values]
         for i in visit:

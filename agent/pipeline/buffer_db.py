@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.pipeline import buffer_space
 from agent.pipeline.buffer_space import Budget
-from agent.pipeline.encoders.json import JsonEncoder, pack_batches
+from agent.pipeline.encoders.json import JsonEncoder, pack_batches, split_events
 from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["BufferDb", "BufferStats", "StoredBatch"]
@@ -465,7 +465,8 @@ class BufferDb:
             rows = db.execute("SELECT seq, payload FROM batches WHERE instr(payload, ?) > 0",
                               (_UNSYNCED,)).fetchall()
             for seq, payload in rows:
-                samples = json.loads(payload)
+                samples_part, events_part = split_events(payload)
+                samples = json.loads(samples_part)
                 count = 0
                 for obj in samples:
                     new = fix(obj["ts"]) if obj.get("clock") is not None else None
@@ -477,6 +478,8 @@ class BufferDb:
                     # Never longer than before (the flag goes, ts keeps its
                     # digits), so the batch still fits max_message.
                     data = json.dumps(samples, separators=(",", ":")).encode()
+                    if events_part is not None:
+                        data += b',"events":' + events_part
                     db.execute("UPDATE batches SET payload = ? WHERE seq = ?", (data, seq))
                     d.bytes += len(data) - len(payload)
                     fixed += count

@@ -32,7 +32,7 @@ from agent.runtime.shutdown import STEP_TIMEOUTS, bounded, bounded_all
 from agent.runtime.state_report import StateReport
 from agent.runtime.systemd import Notifier, Watchdog
 from agent.sdk.driver import DriverPlugin
-from agent.sdk.readings import Sample
+from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["Agent"]
 
@@ -174,6 +174,7 @@ class Agent:
             tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
             tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
             tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+            tasks.append(asyncio.create_task(self._processing_tick(), name="processing"))
             tasks.extend(asyncio.create_task(svc(self), name=f"service:{i}")
                          for i, svc in enumerate(self.services))
             self.processing.apply(self.site.devices)
@@ -219,6 +220,13 @@ class Agent:
                                                       name="reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _processing_tick(self) -> None:
+        # Windows of a quiet push device end by the clock, not by a sample.
+        while True:
+            await asyncio.sleep(1.0)
+            for device, samples in self.processing.tick(now_ms()).items():
+                self.buffer.add(device, samples)
 
     async def _status_loop(self) -> None:
         while True:

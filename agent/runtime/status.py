@@ -53,6 +53,8 @@ def collect(agent: Agent, cpu: CpuSampler | None = None) -> dict[str, Any]:
         "buffer": agent.buffer.stats.snapshot(),
         "uplink": agent.uplink.counters.snapshot(),
         "devices": {name: r.counters.snapshot() for name, r in agent.scheduler.runners.items()},
+        # Active alarms per device: {device: [{alarm, tag, since, value, limit, severity}]}.
+        "alarms": agent.processing.active_alarms(),
     }
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.sdk.analytics_options import AnalyticsOptions
 from agent.sdk.counters import DeviceCounters
 from agent.sdk.links import SharedLinks
 from agent.sdk.processing_options import ProcessingDeviceOptions, ProcessingTagOptions
@@ -74,7 +75,7 @@ class TagConfig(ProcessingTagOptions, StrictModel):
     max: float | None = Field(None, description="Highest value a write may set")
 
 
-class DeviceConfig(ProcessingDeviceOptions, StrictModel):
+class DeviceConfig(AnalyticsOptions, ProcessingDeviceOptions, StrictModel):
     """Options every device has; each driver subclasses it with its own.
 
     Subclasses add ``connection`` and ``tags`` (a list of a TagConfig

@@ -21,7 +21,9 @@ def now_ms() -> int:
 class Sample:
     """``values`` has every tag of the sample; a failed tag is ``None`` there
     and its error string in ``bad``; a doubtful one keeps its value and gets
-    a reason in ``uncertain``."""
+    a reason in ``uncertain``.  ``events`` (alarm events the processing stage
+    raised at this sample) travel with it through the buffer and go out in
+    the data message's ``events`` list, not inside the sample."""
 
     ts: int
     values: dict[str, Any]
@@ -30,6 +32,9 @@ class Sample:
     #: "unsynced" while the gateway's clock is not synchronised (then ``ts``
     #: may be wrong); None otherwise.  See agent/pipeline/processing/clock.py.
     clock: str | None = None
+    # A tuple, so the common case (no events) allocates nothing; keyword-only
+    # so fields added before it never shift positional arguments into it.
+    events: tuple[dict[str, Any], ...] = field(default=(), kw_only=True)
 
     @classmethod
     def all_bad(cls, tags: list[str], error: str, ts: int | None = None) -> Sample:

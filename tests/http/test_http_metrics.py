@@ -100,10 +100,10 @@ async def test_values_move_between_scrapes(running: Running) -> None:
 
 
 async def test_active_alarms_hook(running: Running) -> None:
-    # Stand-in for the processing stage's alarms (branch analytics), in its shape.
+    # Stand-in for the processing stage's alarms, in its shape.
     alarm = {"alarm": "oil_hot", "tag": "oil_temp", "since": 1, "value": 91.5, "limit": 90,
              "severity": "high"}
-    running.agent.processing.active_alarms = (  # type: ignore[attr-defined]
+    running.agent.processing.active_alarms = (  # type: ignore[method-assign]
         lambda: {"sim-press": [alarm, {**alarm, "alarm": "oil_very_hot"}]})
     m = await scrape(running)
     assert m["edge_agent_alarms_active"].type == "gauge"

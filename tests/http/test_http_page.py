@@ -59,12 +59,12 @@ async def test_page_in_headless_chromium(running: Running, tmp_path: Path) -> No
     before = cycles_in(served)
     assert device_state(served, "dead-1") == "down"  # readable without JavaScript too
 
-    assert "not available on this agent" in served
-    # Stand-in for the processing stage's alarms (branch analytics), in its
-    # shape: {device: [alarm, ...]}; the refreshed page must show it.
+    assert '<h2>Active alarms</h2><p class="muted">none</p>' in served
+    # Stand-in for the processing stage's alarms, in its shape:
+    # {device: [alarm, ...]}; the refreshed page must show it.
     alarm = {"alarm": "oil_hot", "tag": "oil_temp", "since": 1_700_000_000_000, "value": 91.5,
              "limit": 90, "severity": "high"}
-    running.agent.processing.active_alarms = lambda: {"sim-press": [alarm]}  # type: ignore[attr-defined]
+    running.agent.processing.active_alarms = lambda: {"sim-press": [alarm]}  # type: ignore[method-assign]
 
     dom = (await chromium(tmp_path, running.base + "/", "--dump-dom")).decode()
     assert re.search(r"<tr><td>sim-press</td><td>oil_hot</td><td>oil_temp</td><td>high</td>"

@@ -34,7 +34,7 @@ async def test_api_status_is_the_status_result_plus_page_data(running: Running) 
                                              "units": {"oil_temp": "degC"}}
     assert "depth" in d["buffer"]
     assert any("dead-1 down" in p["message"] and p["level"] == "error" for p in d["problems"])
-    assert "alarms" not in d  # the processing stage has no alarms (yet): the page says so
+    assert d["alarms"] == {}  # no device has an active alarm
 
 
 async def test_read_only_and_unknown_paths(running: Running) -> None:

@@ -18,11 +18,25 @@ from agent.sdk.readings import NOT_FINITE, Sample
 if TYPE_CHECKING:
     from agent.pipeline.buffer import StoredBatch
 
-__all__ = ["JsonEncoder", "encode_sample", "pack_batches"]
+__all__ = ["JsonEncoder", "encode_sample", "pack_batches", "split_events"]
 
 # The largest seq SQLite's AUTOINCREMENT can give (2**63 - 1): 19 digits.
 MAX_SEQ = 2**63 - 1
 _TOO_LARGE = "value too large for max_message"
+# A stored payload is the samples array, then this and the events array
+# when the batch carries alarm events (so they land at the message level).
+_EVENTS_MARK = b'],"events":['
+
+
+def split_events(payload: bytes) -> tuple[bytes, bytes | None]:
+    """A stored payload as (samples array, events array or None)."""
+    # Keys inside samples are quoted tag names, and a string can never hold
+    # an unescaped quote, so the marker is only ever the events suffix
+    # (rfind: a tag named "events" holding a list comes earlier).
+    at = payload.rfind(_EVENTS_MARK)
+    if at < 0 or not payload.endswith(b"]"):
+        return payload, None
+    return payload[: at + 1], payload[at + len(_EVENTS_MARK) - 1 :]
 
 
 class JsonEncoder:
@@ -99,24 +113,53 @@ def _split_sample(sample: Sample, limit: int) -> list[bytes]:
     return parts
 
 
+def _encode_event(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), default=str).encode()
+
+
+def _events_growth(have: list[bytes], extra: list[bytes]) -> int:
+    """Bytes ``extra`` events add to a message already holding ``have``."""
+    if not extra:
+        return 0
+    joined = sum(len(e) for e in extra) + len(extra) - 1
+    # The first events bring ',"events":[' and ']' (12 bytes); later ones a comma.
+    return joined + (1 if have else len(_EVENTS_MARK) - 1 + 1)
+
+
 def pack_batches(samples: list[Sample], limit: int) -> list[tuple[bytes, int]]:
     """Encode samples into JSON arrays of at most ``limit`` bytes each.
 
-    Returns (array, sample count) pairs, in order.
+    Returns (payload, sample count) pairs, in order; a payload is the samples
+    array followed by ``,"events":[...]`` when its samples carry alarm events
+    (a sample's events go with its first piece).
     """
     out: list[tuple[bytes, int]] = []
     current: list[bytes] = []
+    events: list[bytes] = []
     size = 2
+
+    def close() -> None:
+        body = b"[" + b",".join(current) + b"]"
+        if events:
+            body += b',"events":[' + b",".join(events) + b"]"
+        out.append((body, len(current)))
+
     for sample in samples:
         encoded = encode_sample(sample)
         pieces = [encoded] if len(encoded) + 2 <= limit else _split_sample(sample, limit - 2)
+        extra = [_encode_event(e) for e in sample.events]
         for piece in pieces:
-            # size is exact: "[" + "]" and one comma before every piece but the first.
-            if current and size + 1 + len(piece) > limit:
-                out.append((b"[" + b",".join(current) + b"]", len(current)))
-                current, size = [], 2
-            size += len(piece) + (1 if current else 0)
+            # size is exact: "[" + "]", a comma before every piece but the
+            # first, and the events suffix.
+            grow = len(piece) + (1 if current else 0) + _events_growth(events, extra)
+            if current and size + grow > limit:
+                close()
+                current, events, size = [], [], 2
+                grow = len(piece) + _events_growth(events, extra)
+            size += grow
             current.append(piece)
+            events.extend(extra)
+            extra = []
     if current:
-        out.append((b"[" + b",".join(current) + b"]", len(current)))
+        close()
     return out

@@ -237,7 +237,7 @@ class ReportStep:
                 send = [n for n in values if n in sending]
         if len(send) == len(values):
             return sample
-        if not send:
+        if not send and not sample.events:
             return None
         bad = sample.bad
         uncertain = sample.uncertain
@@ -247,6 +247,8 @@ class ReportStep:
             {n: bad[n] for n in send if n in bad} if bad else {},
             {n: uncertain[n] for n in send if n in uncertain} if uncertain else {},
             sample.clock,
+            # Alarm events always go out, also with no tag to send.
+            events=sample.events,
         )
 
     def _sent(self, name: str, value: Any, quality: str | None, ts: int) -> None:

@@ -64,7 +64,8 @@ class StaleStep:
             return sample
         # A new sample: the raw one is also what the status page shows.
         return Sample(sample.ts, sample.values, sample.bad,
-                      {**sample.uncertain, **dict.fromkeys(stale, STALE)}, sample.clock)
+                      {**sample.uncertain, **dict.fromkeys(stale, STALE)}, sample.clock,
+                      events=sample.events)
 
 
 _NOTHING: Any = object()

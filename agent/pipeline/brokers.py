@@ -75,8 +75,9 @@ class Rotation:
         self.protocol = m.protocol
         self.index = 0
         self.failures = 0  # in a row, since the last established link
-        # Remembered per node for the process: learned refusals survive reconnects.
-        self._v311: set[str] = set()
+        # Learned once for the process and for the whole list (a cluster's
+        # nodes run the same server): failovers do not pay for it again.
+        self._v311 = False
 
     def reconfigure(self, m: MqttConfig) -> None:
         urls = m.urls
@@ -90,16 +91,16 @@ class Rotation:
         return self.endpoints[self.index % len(self.endpoints)]
 
     def version(self, endpoint: Endpoint) -> aiomqtt.ProtocolVersion:
-        if self.protocol == "3.1.1" or endpoint.url in self._v311:
+        if self.protocol == "3.1.1" or self._v311:
             return V311
         return V5
 
     def fall_back(self, endpoint: Endpoint, err: BaseException) -> bool:
         """True when ``err`` is a version refusal that 3.1.1 may fix (retry at once)."""
-        if self.protocol != "auto" or endpoint.url in self._v311 or not is_version_refused(err):
+        if self.protocol != "auto" or self._v311 or not is_version_refused(err):
             return False
-        self._v311.add(endpoint.url)
-        log.warning("uplink: %s refuses MQTT 5 (%s); using MQTT 3.1.1 with it from now on",
+        self._v311 = True
+        log.warning("uplink: %s refuses MQTT 5 (%s); using MQTT 3.1.1 from now on",
                     endpoint, err)
         return True
 

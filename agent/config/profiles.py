@@ -57,10 +57,10 @@ def _check_aws(site: SiteConfig, devices: Sequence[DeviceConfig], report: Report
     m = site.uplink.mqtt
     if m.max_message > AWS.MAX_MESSAGE:
         report((*MQTT, "max_message"),
-               f"max_message: {_kb(m.max_message)} exceeds AWS IoT Core's 128KB message limit")
+               f"{_kb(m.max_message)} exceeds AWS IoT Core's 128KB message limit")
     low, high = AWS.KEEPALIVE
     if not low <= m.keepalive <= high:
-        report((*MQTT, "keepalive"), f"keepalive: {m.keepalive:g}s is outside AWS IoT Core's "
+        report((*MQTT, "keepalive"), f"{m.keepalive:g}s is outside AWS IoT Core's "
                f"range of {low:g}-{high:g}s")
     client_id = m.client_id or site.gateway.id
     if not AWS.CLIENT_ID.match(client_id):
@@ -116,7 +116,7 @@ def _check_azure(site: SiteConfig, report: Report) -> None:
                "azure-iothub makes its own username and SAS password; drop these")
     if m.max_message > 256 * 1024:
         report((*MQTT, "max_message"),
-               f"max_message: {_kb(m.max_message)} exceeds Azure IoT Hub's 256KB message limit")
+               f"{_kb(m.max_message)} exceeds Azure IoT Hub's 256KB message limit")
     for i, url in enumerate(m.urls if m.url is not None else []):
         if urlsplit(url).scheme != "mqtts":
             loc: Loc = (*MQTT, "url", i) if isinstance(m.url, list) else (*MQTT, "url")
@@ -126,7 +126,7 @@ def _check_azure(site: SiteConfig, report: Report) -> None:
 def check_profile(site: SiteConfig, devices: Sequence[DeviceConfig], report: Report) -> None:
     """Report every violation of ``uplink.mqtt.profile``'s rules (and a missing url)."""
     m: MqttConfig = site.uplink.mqtt
-    if m.url is None and not (m.profile == "azure-iothub" and m.hub):
+    if m.url is None and m.profile != "azure-iothub":  # Azure's comes from its hub
         report((*MQTT, "url"), "required key is missing")
     if m.profile != "azure-iothub":
         for key in ("hub", "device_id", "device_key"):

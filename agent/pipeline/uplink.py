@@ -106,8 +106,8 @@ class Uplink:
             return False
         data = payload.encode() if isinstance(payload, str) else payload
         out = self.profile.outgoing(topic, data, retain)
-        if out is None:
-            return True
+        if out is None:  # the cloud would refuse it (the profile logged why)
+            return False
         topic, data, retain = out
         try:
             if self.profile.pacer is not None:

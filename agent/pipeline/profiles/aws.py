@@ -10,12 +10,16 @@ refuses QoS 2, which the agent never uses).
 
 from __future__ import annotations
 
+import logging
+
 from agent.config.model import GatewayConfig, MqttConfig
 from agent.config.profiles import AWS
 from agent.pipeline.pacing import Pacer
-from agent.pipeline.profiles import Profile
+from agent.pipeline.profiles import Outgoing, Profile
 
 __all__ = ["AwsIot"]
+
+log = logging.getLogger("agent.pipeline.uplink")
 
 
 class AwsIot(Profile):
@@ -25,3 +29,16 @@ class AwsIot(Profile):
         super().__init__(mqtt, gateway)
         self.pacer = Pacer(messages_per_s=AWS.PUBLISH_RATE, bytes_per_s=AWS.BYTE_RATE,
                            max_message=min(mqtt.max_message, AWS.MAX_MESSAGE))
+        self.refused = 0  # messages not sent because AWS would refuse them
+
+    def outgoing(self, topic: str, payload: bytes, retain: bool,
+                 props: dict[str, str] | None = None) -> Outgoing:
+        # Data is split to max_message by the buffer; a management message
+        # (a big config.get reply) could still exceed the limit, and AWS
+        # answers that by closing the connection: drop it, say so, count it.
+        if len(payload) > AWS.MAX_MESSAGE:
+            self.refused += 1
+            log.error("not sent to %s: %d bytes exceed AWS IoT Core's 128KB message limit",
+                      topic, len(payload))
+            return None
+        return topic, payload, retain

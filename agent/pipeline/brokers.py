@@ -23,7 +23,7 @@ from agent.config.model import MqttConfig
 
 __all__ = ["Endpoint", "Rotation", "is_version_refused", "tls_context"]
 
-log = logging.getLogger("agent.pipeline.uplink")
+log = logging.getLogger("agent.uplink")
 
 V5 = aiomqtt.ProtocolVersion.V5
 V311 = aiomqtt.ProtocolVersion.V311

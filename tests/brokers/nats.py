@@ -100,11 +100,12 @@ def cluster(workdir: Path, n: int = 3) -> list[Nats]:
 def wait_mqtt_ready(url_port: int, timeout: float = 60.0) -> None:
     """The MQTT listener accepts a session (JetStream assets created): a real CONNECT."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"probe-{url_port}",
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{url_port}",
                         protocol=paho.MQTTv311)
         try:
             c.connect("127.0.0.1", url_port, 5)

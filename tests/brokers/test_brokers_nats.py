@@ -36,7 +36,7 @@ def cut_link(stream: Stream) -> None:
 async def test_auto_falls_back_to_311_and_data_state_will_work(
     nats: Nats, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "agent.pipeline.uplink")
+    caplog.set_level(logging.INFO, "agent.uplink")
     stream = Stream(tmp_path, MqttConfig(url=nats.url, reconnect_max=1.0, max_inflight=4))
     async with Collector(at(nats.mqtt_port), f"{BASE}/#", "col-solo") as col, \
             stream.running():
@@ -65,7 +65,7 @@ async def test_protocol_5_on_a_311_broker_says_why(nats: Nats, tmp_path: Path,
     async with stream.running():
         await async_wait_until(lambda: stream.uplink.counters.errors >= 1, 30, "a refusal")
         assert not stream.uplink.connected.is_set()
-    assert "Unsupported protocol version" in stream.uplink.counters.last_error
+    assert "Unsupported protocol version" in (stream.uplink.counters.last_error or "")
 
 
 async def test_commands_and_remote_cli_on_nats(nats: Nats, tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path)
         code, out, err = await remote(broker, "config", "get", extra=("--protocol", "3.1.1"))
         assert code == 0 and "3.1.1" in out, err
         good = gw.agent.site.hash
-        bad = yaml.safe_load(gw.site_text(**v311))
+        bad = yaml.safe_load(gw.site_text(protocol="3.1.1"))
         bad["uplink"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{free_port()}"
         bad["management"]["rollback_after"] = "5s"
         reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(bad)})
@@ -106,7 +106,7 @@ async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path)
         await async_wait_until(lambda: any("rollback" in s for s in states(col)), 30,
                                "the rollback on state")
         assert (await rc.call("ping", wait=20))["ok"]
-        reply = await rc.call("config.apply", {"yaml": gw.site_text(keepalive="31s", **v311)})
+        reply = await rc.call("config.apply", {"yaml": gw.site_text(keepalive="31s", protocol="3.1.1")})
         assert reply["ok"], reply
         await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
 

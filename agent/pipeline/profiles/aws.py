@@ -19,7 +19,7 @@ from agent.pipeline.profiles import Outgoing, Profile
 
 __all__ = ["AwsIot"]
 
-log = logging.getLogger("agent.pipeline.uplink")
+log = logging.getLogger("agent.uplink")
 
 
 class AwsIot(Profile):

@@ -87,9 +87,8 @@ async def test_commands_and_remote_cli_on_nats(nats: Nats, tmp_path: Path) -> No
 
 
 async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path) -> None:
-    v311 = {"protocol": "3.1.1"}
     async with Collector(broker, f"{BASE_MGMT}/state", "col-rb") as col, \
-            running_agent(broker, tmp_path, mqtt=v311) as gw, \
+            running_agent(broker, tmp_path, mqtt={"protocol": "3.1.1"}) as gw, \
             RemoteClient(BrokerOptions(url=broker.url, protocol="3.1.1"), site=SITE,
                          gateway=GATEWAY) as rc:
         assert not rc.v5
@@ -101,12 +100,14 @@ async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path)
         bad["management"]["rollback_after"] = "5s"
         reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(bad)})
         assert reply["ok"], reply
-        await async_wait_until(lambda: "rollback" in gw.agent.state_extra, 40, "the rollback")
-        assert gw.agent.site.hash == good
+        # state_extra["rollback"] is set before the good site is re-applied: wait for both.
+        await async_wait_until(lambda: "rollback" in gw.agent.state_extra
+                               and gw.agent.site.hash == good, 40, "the rollback")
         await async_wait_until(lambda: any("rollback" in s for s in states(col)), 30,
                                "the rollback on state")
         assert (await rc.call("ping", wait=20))["ok"]
-        reply = await rc.call("config.apply", {"yaml": gw.site_text(keepalive="31s", protocol="3.1.1")})
+        confirmed = gw.site_text(keepalive="31s", protocol="3.1.1")
+        reply = await rc.call("config.apply", {"yaml": confirmed})
         assert reply["ok"], reply
         await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
 

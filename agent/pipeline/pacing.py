@@ -56,10 +56,13 @@ class Pacer:
     BACKLOG = 1
 
     def __init__(self, *, messages_per_s: float, bytes_per_s: float, max_message: int) -> None:
-        # A small burst: the cloud measures per second, and a full second's
-        # burst on top of the steady rate would double it in that second.
-        self.messages = TokenBucket(messages_per_s, max(1.0, messages_per_s / 10))
-        self.bytes = TokenBucket(bytes_per_s, max(float(max_message), bytes_per_s / 10))
+        # The cloud counts per second: the steady rate plus the burst must
+        # stay within its limit in ANY one second.  So 95 % of the message
+        # rate with a burst of the other 5 %, and for bytes a burst of one
+        # largest message on top of a rate lowered by that much.
+        self.messages = TokenBucket(messages_per_s * 0.95, max(1.0, messages_per_s * 0.05))
+        burst = float(min(max_message, bytes_per_s / 2))
+        self.bytes = TokenBucket(bytes_per_s - burst, burst)
         self._order = itertools.count()
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._busy = False

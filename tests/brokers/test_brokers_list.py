@@ -132,3 +132,14 @@ async def test_aws_profile_paces_a_backlog_and_live_data_goes_first(broker: Brok
     arrival = [str(p["device"]) for p in data(col)]
     last_old = len(arrival) - 1 - arrival[::-1].index("old")
     assert arrival.index("d2") < last_old / 2, "live data waited for the backlog"
+
+
+async def test_pacer_never_exceeds_100_per_second_in_any_window() -> None:
+    pacer = Pacer(messages_per_s=100, bytes_per_s=512 * 1024, max_message=128 * 1024)
+    stamps: list[float] = []
+    for _ in range(220):
+        await pacer.acquire(200)
+        stamps.append(time.monotonic())
+    worst = max(sum(1 for t in stamps[i:] if t - s < 1.0) for i, s in enumerate(stamps))
+    assert worst <= 100, f"{worst} publishes within one second"
+    assert stamps[-1] - stamps[0] >= 2.0, "slower than it may be is fine; faster is not"

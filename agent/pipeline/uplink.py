@@ -292,7 +292,7 @@ class Uplink:
         props = {"gateway": self.gateway.id, "device": batch.device, "seq": str(batch.seq)}
         out = self.profile.outgoing(self.topic(f"data/{batch.device}"),
                                     self.encoder.encode(batch), False, props)
-        assert out is not None, "a profile never drops data"
+        assert out is not None, "profiles never drop data (the buffer keeps to max_message)"
         if self.profile.pacer is not None:
             await self.profile.pacer.acquire(len(out[1]) + len(out[0]), priority)
         self.counters.sent += 1

@@ -33,10 +33,11 @@ class AwsIot(Profile):
 
     def outgoing(self, topic: str, payload: bytes, retain: bool,
                  props: dict[str, str] | None = None) -> Outgoing:
-        # Data is split to max_message by the buffer; a management message
+        # Data is split to max_message (<= 128KB, checked at load) by the
+        # buffer and never dropped here; a management message
         # (a big config.get reply) could still exceed the limit, and AWS
         # answers that by closing the connection: drop it, say so, count it.
-        if len(payload) > AWS.MAX_MESSAGE:
+        if props is None and len(payload) > AWS.MAX_MESSAGE:
             self.refused += 1
             log.error("not sent to %s: %d bytes exceed AWS IoT Core's 128KB message limit",
                       topic, len(payload))

@@ -81,6 +81,8 @@ class Rotation:
 
     def reconfigure(self, m: MqttConfig) -> None:
         urls = m.urls
+        if urls != [e.url for e in self.endpoints]:
+            self._v311 = False  # other brokers: learn their version afresh
         self.endpoints = [Endpoint.parse(u) for u in urls]
         self.protocol = m.protocol
         self.index = 0

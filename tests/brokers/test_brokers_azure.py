@@ -186,3 +186,16 @@ async def test_session_renews_its_token_by_reconnecting(
         await async_wait_until(lambda: gw.agent.uplink.counters.reconnects >= 3, 30,
                                "reconnects to renew the token")
         assert gw.agent.uplink.counters.errors == 0, "a renewal is not an outage"
+
+
+def test_x509_device_sends_no_password_and_never_renews(tmp_path: Path) -> None:
+    from agent.config.model import TlsConfig
+
+    mqtt = MqttConfig(profile="azure-iothub", hub=HUB, device_id="dev-x509",
+                      tls=TlsConfig(cert=tmp_path / "c.pem", key=tmp_path / "k.pem"))
+    profile = AzureIotHub(mqtt, GatewayConfig(id=GATEWAY, site="lab"))
+    args = profile.client_args({"username": None, "password": None, "identifier": "x"})
+    assert args["password"] is None and args["will"] is None
+    assert args["identifier"] == "dev-x509"
+    assert args["username"] == f"{HUB}.azure-devices.net/dev-x509/?api-version=2021-04-12"
+    assert profile.session_lifetime() is None

@@ -143,3 +143,26 @@ async def test_pacer_never_exceeds_100_per_second_in_any_window() -> None:
     worst = max(sum(1 for t in stamps[i:] if t - s < 1.0) for i, s in enumerate(stamps))
     assert worst <= 100, f"{worst} publishes within one second"
     assert stamps[-1] - stamps[0] >= 2.0, "slower than it may be is fine; faster is not"
+
+
+def test_the_learned_version_is_kept_for_the_list_and_forgotten_for_new_brokers() -> None:
+    import aiomqtt
+    from aiomqtt.exceptions import MqttConnectError
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from agent.pipeline.brokers import V5, V311, Rotation
+
+    rot = Rotation(MqttConfig(url=["mqtt://a", "mqtt://b"]))
+    refused = MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=132))
+    assert rot.version(rot.current) == V5
+    assert rot.fall_back(rot.current, refused)
+    assert not rot.fall_back(rot.current, refused), "learned once"
+    assert rot.version(rot.endpoints[1]) == V311, "the whole cluster speaks 3.1.1"
+    assert not rot.fall_back(rot.current, aiomqtt.MqttError("timeout"))
+    rot.reconfigure(MqttConfig(url=["mqtt://a", "mqtt://b"]))
+    assert rot.version(rot.current) == V311
+    rot.reconfigure(MqttConfig(url="mqtt://c"))
+    assert rot.version(rot.current) == V5
+    assert not Rotation(MqttConfig(url="mqtt://a", protocol="5")).fall_back(
+        rot.current, refused), "protocol: 5 never falls back"

@@ -135,7 +135,11 @@ class Uplink:
             "identifier": m.client_id or self.gateway.id,
             "will": will if self.profile.has_will else None,
             "keepalive": int(m.keepalive),
-            "timeout": max(10.0, m.keepalive),
+            # With other nodes to try, a node that accepts TCP but does not
+            # answer CONNECT (a NATS node re-electing its JetStream leaders)
+            # is given up after 10 s; _connect_and_serve restores the longer
+            # timeout for the session's operations.
+            "timeout": 10.0 if len(self.rotation.endpoints) > 1 else max(10.0, m.keepalive),
             "max_inflight_messages": m.max_inflight + 8,
             # Replies and PUBACKs are small packets: without TCP_NODELAY each
             # can wait for a delayed ACK (40 ms on Linux).
@@ -235,6 +239,7 @@ class Uplink:
         while True:
             try:
                 async with aiomqtt.Client(**self._client_args(endpoint)) as client:
+                    client.timeout = max(10.0, self.mqtt.keepalive)
                     self._client = client
                     self._session_ok = True
                     self.rotation.established()

@@ -80,9 +80,12 @@ async def drain(workdir: Path, mqtt: MqttConfig, devices: int, seconds: int,
         if live_port is not None:
             tasks.append(asyncio.create_task(watch_live(live_port, latencies)))
             await asyncio.sleep(0.5)
-            tasks.append(asyncio.create_task(produce_live(buf)))
         t0 = time.monotonic()
         tasks.append(asyncio.create_task(up.run()))
+        if live_port is not None:
+            # Live = stored after the connect (earlier readings are backlog).
+            await up.connected.wait()
+            tasks.append(asyncio.create_task(produce_live(buf)))
         old = devices * seconds
         while await buf.fetch(0, 1, old):  # a backlog batch not yet acknowledged
             await asyncio.sleep(0.02)

@@ -100,8 +100,8 @@ async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path)
         bad["management"]["rollback_after"] = "5s"
         reply = await rc.call("config.apply", {"yaml": yaml.safe_dump(bad)})
         assert reply["ok"], reply
-        # state_extra["rollback"] is set before the good site is re-applied: wait for both.
-        await async_wait_until(lambda: "rollback" in gw.agent.state_extra
+        # The rollback is reported before the good site is re-applied: wait for both.
+        await async_wait_until(lambda: gw.agent.report.rollback is not None
                                and gw.agent.site.hash == good, 40, "the rollback")
         await async_wait_until(lambda: any("rollback" in s for s in states(col)), 30,
                                "the rollback on state")
@@ -109,7 +109,7 @@ async def test_config_push_and_rollback_over_311(broker: Broker, tmp_path: Path)
         confirmed = gw.site_text(keepalive="31s", protocol="3.1.1")
         reply = await rc.call("config.apply", {"yaml": confirmed})
         assert reply["ok"], reply
-        await async_wait_until(lambda: not gw.mgmt.pusher.pending, 30, "the push confirmed")
+        await async_wait_until(lambda: not gw.agent.lifecycle.pending, 30, "the push confirmed")
 
 
 @pytest.mark.slow

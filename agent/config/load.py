@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins
+from agent.config.profiles import check_profile
 from agent.config.secrets import resolve_references
 from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
 from agent.sdk.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
@@ -231,6 +232,8 @@ def parse_site(text: str, source: str | None = None) -> Site:
     devices, warnings = (
         _validate_devices(raw_devices, root, problems) if isinstance(raw_devices, list) else ([], [])
     )
+    if config is not None:
+        check_profile(config, devices, report)
     if problems or config is None:
         raise ConfigErrors(problems, source)
     return Site(text=text, source=source, config=config, devices=tuple(devices),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from agent.sdk.driver import NAME_PATTERN, StrictModel
 from agent.sdk.types import ByteSize, Duration, Secret, check_url
@@ -40,6 +40,7 @@ class TlsConfig(StrictModel):
     ca: Path | None = Field(None, description="CA bundle to verify the broker (system CAs if unset)")
     cert: Path | None = Field(None, description="Client certificate (PEM)")
     key: Path | None = Field(None, description="Client private key (PEM)")
+    alpn: list[str] | None = Field(None, description="ALPN protocols (AWS IoT on 443: x-amzn-mqtt-ca)")
 
     @field_validator("key")
     @classmethod
@@ -49,8 +50,20 @@ class TlsConfig(StrictModel):
         return key
 
 
+Profile = Literal["generic", "aws-iot", "azure-iothub"]
+# The cloud profiles spread a fleet's reconnects after a broker restart.
+_CLOUD_SPREAD = 30.0
+
+
+def _protocol(value: Any) -> Any:
+    # `protocol: 5` is an int in YAML; `3.1.1` is text.
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 class MqttConfig(StrictModel):
-    url: str = Field(description="mqtt://host[:1883] or mqtts://host[:8883]")
+    # Required unless profile azure-iothub names a hub (checked in agent.config.profiles).
+    url: str | list[str] | None = Field(
+        None, description="mqtt://host[:1883] or mqtts://host[:8883], or a list of them (a cluster)")
     username: str | None = None
     password: Secret | None = Field(None, description="${env:NAME} or ${file:/path}")
     client_id: str | None = Field(None, description="Defaults to the gateway id")
@@ -61,24 +74,55 @@ class MqttConfig(StrictModel):
     keepalive: Duration = Field(30.0, ge=5)
     max_inflight: int = Field(16, ge=1, le=1000, description="Unacknowledged data messages")
     reconnect_max: Duration = Field(60.0, gt=0, description="Cap of the reconnect backoff")
+    protocol: Annotated[Literal["auto", "5", "3.1.1"], BeforeValidator(_protocol)] = Field(
+        "auto", description="MQTT version; auto: 5, and 3.1.1 when the broker refuses 5")
+    profile: Profile = Field("generic", description="Cloud rules: generic, aws-iot, azure-iothub")
+    reconnect_spread: Duration | None = Field(
+        None, ge=0, description="Random delay before the first reconnect (generic 0, clouds 30s)")
+    # azure-iothub only (checked in agent.config.profiles).
+    hub: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{3,50}$", description="IoT hub name")
+    device_id: str | None = Field(None, pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$",
+                                  description="Azure IoT Hub device id")
+    device_key: Secret | None = Field(None, description="${file:..}: the device's SAS key")
+    token_ttl: Duration = Field(3600.0, ge=300, le=365 * 86400.0,
+                                description="Azure SAS token lifetime; renewed before it ends")
 
     @field_validator("url")
     @classmethod
-    def _url(cls, url: str) -> str:
-        return check_url(url, ("mqtt", "mqtts"))
+    def _url(cls, url: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(url, list):
+            if not url:
+                raise ValueError("give at least one broker url")
+            return [check_url(u, ("mqtt", "mqtts"), f"url {u!r}") for u in url]
+        return None if url is None else check_url(url, ("mqtt", "mqtts"))
+
+    @property
+    def urls(self) -> list[str]:
+        """Every broker, in the order tried."""
+        if isinstance(self.url, list):
+            return list(self.url)
+        if self.url is None:
+            return [f"mqtts://{self.hub}.azure-devices.net:8883"]
+        return [self.url]
+
+    @property
+    def spread(self) -> float:
+        if self.reconnect_spread is not None:
+            return self.reconnect_spread
+        return 0.0 if self.profile == "generic" else _CLOUD_SPREAD
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return urlsplit(self.urls[0]).hostname or ""
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.urls[0])
         return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
     @property
     def use_tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return urlsplit(self.urls[0]).scheme == "mqtts"
 
 
 class UplinkConfig(StrictModel):

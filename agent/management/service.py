@@ -3,7 +3,8 @@
 Each message runs as its own task (the uplink starts one per message), so a
 slow device read never holds up ``ping`` or the polling.  The reply goes to
 the request's MQTT 5 response topic with its correlation data when it has
-them, else to ``.../reply``.
+them, else to ``.../reply``; an Azure IoT Hub direct method is answered on
+its response topic (see ``direct_methods``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.management.commands import COMMANDS
+from agent.management.direct_methods import STATUS, parse_method, reply_topic
 from agent.management.metrics_report import MetricsPublisher
 from agent.management.protocol import (
     CommandError,
@@ -117,6 +119,8 @@ class Management:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
         body = json.dumps(reply, separators=(",", ":"), default=str)
+        # A direct method's answer carries its status in the topic.
+        topic = topic.replace(STATUS, "200" if reply.get("ok") else "400")
         if not await self.control.publish(topic, body, qos=1, properties=props):
             log.warning("reply to %s (id %s) not sent: uplink down", topic, reply.get("id"))
 
@@ -137,6 +141,9 @@ class Management:
         command = str(message.topic).rsplit("/", 1)[-1]
         payload = _payload_bytes(message.payload)
         topic, correlation = self._reply_route(message)
+        method = parse_method(str(message.topic), payload)
+        if method is not None:
+            command, payload, topic = method.command, method.payload, reply_topic(method.rid)
         rid = best_effort_id(payload)
         call: Call | None = None
         try:

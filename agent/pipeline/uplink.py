@@ -6,6 +6,9 @@ buffer only when the broker has acknowledged it (QoS 1 PUBACK).  After a
 before the connect, oldest first) and *live* (batches committed since).
 They share the in-flight window, so live data keeps flowing while a backlog
 drains, and each stream stays in ``seq`` order.
+
+Which broker of a list and which MQTT version: ``brokers``; what a cloud
+changes (topics, retain, credentials, pacing): ``profiles``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,8 +26,11 @@ import aiomqtt
 from paho.mqtt.properties import Properties
 
 from agent.config.model import GatewayConfig, MqttConfig
+from agent.pipeline.brokers import V5, Endpoint, Rotation
 from agent.pipeline.buffer import Buffer, StoredBatch
 from agent.pipeline.encoders.json import JsonEncoder
+from agent.pipeline.pacing import Pacer
+from agent.pipeline.profiles import make_profile
 from agent.sdk.backoff import Backoff
 from agent.sdk.counters import UplinkCounters
 
@@ -33,6 +39,10 @@ __all__ = ["Handler", "Uplink"]
 log = logging.getLogger("agent.uplink")
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+class _Renewal(Exception):
+    """The session reached its credential's lifetime: reconnect with a fresh one."""
 
 
 class Uplink:
@@ -65,6 +75,10 @@ class Uplink:
         self._reconfiguring = False
         self._wake = asyncio.Event()
         self._session_ok = False
+        self.profile = make_profile(mqtt, gateway)
+        self.rotation = Rotation(mqtt)
+        #: The broker of the current (or last) session: in the state message.
+        self.endpoint: Endpoint = self.rotation.current
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -90,46 +104,47 @@ class Uplink:
         client = self._client
         if client is None:
             return False
+        data = payload.encode() if isinstance(payload, str) else payload
+        out = self.profile.outgoing(topic, data, retain)
+        if out is None:  # the cloud would refuse it (the profile logged why)
+            return False
+        topic, data, retain = out
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            if self.profile.pacer is not None:
+                await self.profile.pacer.acquire(len(data) + len(topic), Pacer.LIVE)
+            await client.publish(topic, data, qos=qos, retain=retain, properties=properties)
         except aiomqtt.MqttError as err:
             log.debug("publish to %s failed: %s", topic, err)
             return False
         return True
 
-    async def publish_state(self) -> None:
-        await self.publish(self.topic("state"), json.dumps(self.state("online")), retain=True)
+    def state_message(self, status: str) -> str:
+        """The state payload: the agent's view plus the broker in use."""
+        return json.dumps({**self.state(status), "broker": self.endpoint.url})
 
-    def _client_args(self) -> dict[str, Any]:
+    async def publish_state(self) -> None:
+        await self.publish(self.topic("state"), self.state_message("online"), retain=True)
+
+    def _client_args(self, endpoint: Endpoint) -> dict[str, Any]:
         m = self.mqtt
-        tls = None
-        if m.use_tls:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(m.tls.ca) if m.tls and m.tls.ca else None,
-                certfile=str(m.tls.cert) if m.tls and m.tls.cert else None,
-                keyfile=str(m.tls.key) if m.tls and m.tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        will = aiomqtt.Will(
-            self.topic("state"), json.dumps(self.state("offline")), qos=1, retain=True
-        )
-        return {
-            "hostname": m.host,
-            "port": m.port,
+        will = aiomqtt.Will(self.topic("state"), self.state_message("offline"), qos=1, retain=True)
+        return self.profile.client_args({
+            **self.rotation.client_args(endpoint, m),
             "username": m.username,
             "password": m.password.get_secret_value() if m.password else None,
             "identifier": m.client_id or self.gateway.id,
-            "protocol": aiomqtt.ProtocolVersion.V5,
-            "will": will,
-            "tls_params": tls,
+            "will": will if self.profile.has_will else None,
             "keepalive": int(m.keepalive),
-            "timeout": max(10.0, m.keepalive),
+            # With other nodes to try, a node that accepts TCP but does not
+            # answer CONNECT (a NATS node re-electing its JetStream leaders)
+            # is given up after 10 s; _connect_and_serve restores the longer
+            # timeout for the session's operations.
+            "timeout": 10.0 if len(self.rotation.endpoints) > 1 else max(10.0, m.keepalive),
             "max_inflight_messages": m.max_inflight + 8,
             # Replies and PUBACKs are small packets: without TCP_NODELAY each
             # can wait for a delayed ACK (40 ms on Linux).
             "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        }
+        })
 
     def reconfigure(self, mqtt: MqttConfig, gateway: GatewayConfig) -> None:
         """Switch broker/credentials/topics: the session ends and reconnects at once."""
@@ -137,6 +152,9 @@ class Uplink:
         self.gateway = gateway
         self.base = f"{mqtt.topic_prefix}/{gateway.site}/{gateway.id}"
         self.encoder = JsonEncoder(gateway.id)
+        self.profile = make_profile(mqtt, gateway)
+        self.rotation.reconfigure(mqtt)
+        self.endpoint = self.rotation.current
         # Publishes from now on must not go through the ending session: they
         # would wait the whole client timeout for a PUBACK that never comes.
         self._client = None
@@ -152,6 +170,7 @@ class Uplink:
         failing = False
         while True:
             self._session_ok = False
+            was_up = False
             self._session_task = asyncio.create_task(self._connect_and_serve(),
                                                      name="uplink-session")
             try:
@@ -164,15 +183,18 @@ class Uplink:
                 if not self._reconfiguring or (me is not None and me.cancelling()):
                     raise
                 self._reconfiguring = False
-                log.info("uplink: reconnecting with new settings to %s:%d",
-                         self.mqtt.host, self.mqtt.port)
+                log.info("uplink: reconnecting with new settings to %s", self.rotation.current)
                 backoff = Backoff(1.0, self.mqtt.reconnect_max)
+                continue
+            except _Renewal:
+                log.info("uplink: reconnecting to %s to renew credentials", self.endpoint)
                 continue
             except Exception as err:  # the link is retried, never given up
                 # A reconfigure racing a session that failed on its own: the
                 # new settings are already in place for the next attempt.
                 self._reconfiguring = False
-                if self._session_ok:  # it was up: a new outage starts
+                was_up = self._session_ok
+                if was_up:  # it was up: a new outage starts
                     backoff.reset()
                     failing = False
                 if not isinstance(err, aiomqtt.MqttError):
@@ -180,15 +202,15 @@ class Uplink:
                 self.counters.errors += 1
                 self.counters.last_error = str(err)
                 if not failing:
-                    log.error("uplink down: %s:%d: %s", self.mqtt.host, self.mqtt.port, err)
+                    log.error("uplink down: %s: %s", self.endpoint, err)
                     failing = True
                 else:
-                    log.debug("uplink still down: %s", err)
+                    log.debug("uplink still down: %s: %s", self.endpoint, err)
             finally:
                 self._client = None
                 self.connected.clear()
                 self.counters.connected = False
-            delay = backoff.next()
+            delay = self._retry_delay(backoff, was_up)
             # The heartbeat keeps beating while we wait: a broker outage is not a hang.
             deadline = asyncio.get_running_loop().time() + delay
             self._wake.clear()
@@ -200,34 +222,63 @@ class Uplink:
                     backoff = Backoff(1.0, self.mqtt.reconnect_max)
                     break
 
+    def _retry_delay(self, backoff: Backoff, was_up: bool) -> float:
+        """Seconds before the next attempt; moves along the broker list."""
+        if was_up:
+            # The first reconnect after a lost link: to the next node, after a
+            # random share of the spread (a fleet must not return in one second).
+            self.rotation.lost()
+            if self.mqtt.spread > 0:
+                return random.uniform(0, self.mqtt.spread)
+            return 0.0 if len(self.rotation.endpoints) > 1 else backoff.next()
+        # Next node at once; the backoff applies once per failed round.
+        return backoff.next() if self.rotation.failed() else 0.0
+
     async def _connect_and_serve(self) -> None:
-        async with aiomqtt.Client(**self._client_args()) as client:
-            self._client = client
-            self._session_ok = True
-            self.counters.connected = True
-            self.counters.reconnects += 1
-            log.info("uplink up: %s:%d", self.mqtt.host, self.mqtt.port)
-            await self._session(client)
+        endpoint = self.endpoint = self.rotation.current
+        while True:
+            try:
+                async with aiomqtt.Client(**self._client_args(endpoint)) as client:
+                    client.timeout = max(10.0, self.mqtt.keepalive)
+                    self._client = client
+                    self._session_ok = True
+                    self.rotation.established()
+                    self.counters.connected = True
+                    self.counters.reconnects += 1
+                    log.info("uplink up: %s (MQTT %s)", endpoint,
+                             "5" if self.rotation.version(endpoint) == V5 else "3.1.1")
+                    await self._session(client)
+                return
+            except aiomqtt.MqttError as err:
+                if self._session_ok or not self.rotation.fall_back(endpoint, err):
+                    raise
 
     async def _session(self, client: aiomqtt.Client) -> None:
         for suffix, _ in self._handlers:
-            await client.subscribe(self.topic(suffix), qos=1)
-        await client.publish(self.topic("state"), json.dumps(self.state("online")),
-                             qos=1, retain=True)
+            await client.subscribe(self.profile.filter(suffix), qos=1)
+        online = self.profile.outgoing(self.topic("state"), self.state_message("online").encode(),
+                                       True)
+        if online is not None:
+            await client.publish(online[0], online[1], qos=1, retain=online[2])
         self.connected.set()
         for hook in self.on_connect:
             await hook()
+        lifetime = self.profile.session_lifetime()
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with asyncio.timeout(lifetime), asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_loop(client), name="uplink-send")
                 tg.create_task(self._receive_loop(client), name="uplink-receive")
         except* aiomqtt.MqttError as group:
             raise group.exceptions[0] from None
+        except* TimeoutError:
+            if lifetime is None:
+                raise
+            raise _Renewal from None
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             for suffix, handler in self._handlers:
-                if message.topic.matches(self.topic(suffix)):
+                if message.topic.matches(self.profile.filter(suffix)):
                     task = asyncio.create_task(self._handle(handler, message))
                     self._handler_tasks.add(task)
                     task.add_done_callback(self._handler_tasks.discard)
@@ -241,9 +292,16 @@ class Uplink:
     def _overhead(self, device: str) -> int:
         return self.encoder.overhead(device)
 
-    async def _send_one(self, client: aiomqtt.Client, batch: StoredBatch) -> None:
+    async def _send_one(self, client: aiomqtt.Client, batch: StoredBatch,
+                        priority: int = Pacer.LIVE) -> None:
+        props = {"gateway": self.gateway.id, "device": batch.device, "seq": str(batch.seq)}
+        out = self.profile.outgoing(self.topic(f"data/{batch.device}"),
+                                    self.encoder.encode(batch), False, props)
+        assert out is not None, "profiles never drop data (the buffer keeps to max_message)"
+        if self.profile.pacer is not None:
+            await self.profile.pacer.acquire(len(out[1]) + len(out[0]), priority)
         self.counters.sent += 1
-        await client.publish(self.topic(f"data/{batch.device}"), self.encoder.encode(batch), qos=1)
+        await client.publish(out[0], out[1], qos=1, retain=out[2])
         self.counters.acked += 1
         self.buffer.ack(batch.seq)
 
@@ -273,7 +331,10 @@ class Uplink:
                     if backlog_cursor < boundary and free - len(live) > 0:
                         old = await self.buffer.fetch(backlog_cursor, free - len(live), boundary)
                         backlog_cursor = old[-1].seq if old else boundary
-                    for batch in (*old, *live):
+                    for batch in old:
+                        inflight.add(asyncio.create_task(
+                            self._send_one(client, batch, Pacer.BACKLOG)))
+                    for batch in live:
                         inflight.add(asyncio.create_task(self._send_one(client, batch)))
                     if old or live:
                         continue

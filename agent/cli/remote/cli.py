@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--key", help="client private key (PEM)")
     p.add_argument("--user", help="broker username")
     p.add_argument("--password-file", type=Path, help="file holding the broker password")
+    p.add_argument("--protocol", choices=["auto", "5", "3.1.1"], default="auto",
+                   help="MQTT version (auto: 5, or 3.1.1 when the broker refuses 5)")
     p.add_argument("--site", required=True)
     p.add_argument("--gateway", help="gateway id (every command but list)")
     p.add_argument("--prefix", default="m2m", help="uplink.mqtt.topic_prefix (%(default)s)")
@@ -142,7 +144,7 @@ async def _main(args: argparse.Namespace) -> int:
     broker = BrokerOptions(
         url=args.broker, username=args.user,
         password=_secret_file(args.password_file) if args.password_file else None,
-        ca=args.ca, cert=args.cert, key=args.key)
+        ca=args.ca, cert=args.cert, key=args.key, protocol=args.protocol)
     if args.remote_command == "list":
         states = await gateway_states(broker, site=args.site, prefix=args.prefix,
                                       wait=args.timeout)

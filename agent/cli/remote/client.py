@@ -5,6 +5,10 @@ Each request carries a response topic under the gateway's own subtree
 subtree still lets it answer) and its id as correlation data.  Replies on
 the plain ``.../reply`` topic are matched by id too, for gateways or tools
 that ignore the response topic.
+
+``protocol="auto"`` falls back to MQTT 3.1.1 when the broker refuses 5
+(NATS, RabbitMQ before 3.13): requests then carry no response topic and the
+gateway answers on ``.../reply``, matched by the request id.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ class BrokerOptions:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    protocol: str = "auto"  # auto | 5 | 3.1.1
 
-    def client_args(self, identifier: str) -> dict[str, Any]:
+    def client_args(self, identifier: str, v311: bool = False) -> dict[str, Any]:
         parts = urlsplit(self.url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"broker url {self.url!r}: use mqtt://host[:port] or mqtts://host[:port]")
@@ -57,13 +62,30 @@ class BrokerOptions:
             "username": self.username,
             "password": self.password,
             "identifier": identifier,
-            "protocol": aiomqtt.ProtocolVersion.V5,
+            "protocol": aiomqtt.ProtocolVersion.V311 if v311 or self.protocol == "3.1.1"
+            else aiomqtt.ProtocolVersion.V5,
             "tls_params": tls,
             "timeout": 10.0,
             # Small request/reply packets: without this, Nagle holds the command
             # back behind our own unacknowledged PUBACK (tens of ms per hop).
             "socket_options": ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         }
+
+
+async def _connect(stack: contextlib.AsyncExitStack, broker: BrokerOptions,
+                   identifier: str) -> tuple[aiomqtt.Client, bool]:
+    """A connected client and whether it speaks MQTT 5 (auto: 3.1.1 if 5 is refused)."""
+    from agent.pipeline.brokers import is_version_refused
+
+    v5 = broker.protocol != "3.1.1"
+    try:
+        client = aiomqtt.Client(**broker.client_args(identifier, v311=not v5))
+        return await stack.enter_async_context(client), v5
+    except aiomqtt.MqttError as err:
+        if not (v5 and broker.protocol == "auto" and is_version_refused(err)):
+            raise
+    client = aiomqtt.Client(**broker.client_args(identifier, v311=True))
+    return await stack.enter_async_context(client), False
 
 
 def _json(payload: Any) -> Any:
@@ -87,11 +109,13 @@ class RemoteClient:
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
+        self.v5 = True
 
     async def __aenter__(self) -> RemoteClient:
-        client = aiomqtt.Client(**self.broker.client_args(self.identifier))
-        self._client = await self._stack.enter_async_context(client)
-        await client.subscribe(self.response_topic, qos=1)
+        client, self.v5 = await _connect(self._stack, self.broker, self.identifier)
+        self._client = client
+        if self.v5:
+            await client.subscribe(self.response_topic, qos=1)
         await client.subscribe(f"{self.base}/reply", qos=1)
         self._reader = asyncio.create_task(self._read(client), name="remote-replies")
         return self
@@ -131,9 +155,11 @@ class RemoteClient:
                        wait: float) -> dict[str, Any]:
         """Publish ``payload`` on ``cmd/{command}`` and wait for the reply with ``rid``."""
         assert self._client is not None, "use RemoteClient as an async context manager"
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = self.response_topic
-        props.CorrelationData = rid.encode()
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = self.response_topic
+            props.CorrelationData = rid.encode()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         try:
@@ -164,7 +190,8 @@ async def gateway_states(broker: BrokerOptions, *, site: str, prefix: str = "m2m
     """
     states: dict[str, dict[str, Any]] = {}
     identifier = f"edge-remote-{uuid.uuid4().hex[:12]}"
-    async with aiomqtt.Client(**broker.client_args(identifier)) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client, _ = await _connect(stack, broker, identifier)
         await client.subscribe(f"{prefix}/{site}/+/state", qos=1)
         deadline = time.monotonic() + wait
         messages = client.messages.__aiter__()

@@ -35,6 +35,8 @@ ensure_test_tools() {
     command -v socat >/dev/null || apt_install socat
     # The status page is tested in a real (headless) browser.
     command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || apt_install chromium
+    # Broker failover and MQTT 3.1.1 are tested against private NATS servers.
+    command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
 }
 
 cmd=${1:-}

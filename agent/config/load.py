@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent.config.limits import MAX_SITE_BYTES, human_size
 from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins
 from agent.config.profiles import check_profile
@@ -37,7 +38,18 @@ class Problem:
     def format(self, source: str | None) -> str:
         """``FILE:LINE: key.path: message`` (``LINE: ...`` without a file)."""
         head = f"{source}:{self.line}" if source else str(self.line)
-        return f"{head}: {self.path or '(top)'}: {self.message}"
+        return f"{head}: {_one_line(self.path or '(top)')}: {_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: one problem, one line.
+
+    A key or a secret path may hold a newline or an ESC; printed raw it would
+    forge a second problem line or drive the operator's terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class ConfigErrors(Exception):
@@ -210,6 +222,21 @@ def _validate_devices(
 
 def parse_site(text: str, source: str | None = None) -> Site:
     """Validate site YAML text; raise :class:`ConfigErrors` with every problem."""
+    if len(text) > MAX_SITE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SITE_BYTES:
+        raise ConfigErrors([Problem(1, "", f"the site file is larger than "
+                                           f"{human_size(MAX_SITE_BYTES)}")], source)
+    try:
+        return _parse_site(text, source)
+    except (RecursionError, ArithmeticError, ValueError, TypeError) as err:
+        # Every known hostile input is a Problem already (tests/cases/,
+        # tests/soak/); this net keeps an unknown one from becoming a
+        # traceback or a reply carrying raw exception text.
+        raise ConfigErrors([Problem(1, "", f"cannot validate this file ({type(err).__name__} "
+                                           "in the validator; please report it)")],
+                           source) from err
+
+
+def _parse_site(text: str, source: str | None) -> Site:
     problems: list[Problem] = []
     try:
         root = load_yaml(text)
@@ -243,9 +270,12 @@ def parse_site(text: str, source: str | None = None) -> Site:
 def load_site(path: str | Path) -> Site:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SITE_BYTES + 1)  # bounded: `-c /dev/zero` is refused
+        text = data.decode("utf-8")
     except OSError as err:
         raise ConfigErrors([Problem(1, "", f"cannot read: {err.strerror}")], str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigErrors([Problem(1, "", "not UTF-8 text")], str(path)) from None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigErrors([Problem(line, "", "not UTF-8 text")], str(path)) from None
     return parse_site(text, str(path))

@@ -11,8 +11,9 @@ child is killed and nothing of it remains.
 
 The child inherits the environment and the working directory, so
 ``${env:..}`` and relative ``${file:..}`` resolve as they would in the
-agent.  Its answer is a pickled :class:`Site` (it is our own child: the
-pickle is trusted) or the problems.  One validation runs at a time; a
+agent.  Its answer is a pickled :class:`Site` or the problems, on a copy of
+its stdout that nothing else writes to (its fd 1 is pointed at stderr
+first, so a library's print cannot forge the answer).  One validation runs at a time; a
 second push meanwhile is answered at once instead of queueing CPU work.
 """
 
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pickle
 import sys
 from typing import Any
@@ -34,6 +36,7 @@ __all__ = ["parse_site_bounded"]
 log = logging.getLogger("agent.config")
 
 _busy = False  # one child at a time (per process: the agent has one loop)
+_MAGIC = b"edge-agent-validator/1\n"
 
 
 def _fail(source: str | None, message: str) -> ConfigErrors:
@@ -41,11 +44,12 @@ def _fail(source: str | None, message: str) -> ConfigErrors:
 
 
 async def parse_site_bounded(text: str, source: str | None = None, *,
-                             timeout: float = VALIDATE_TIMEOUT_S) -> Site:
+                             limit_s: float = VALIDATE_TIMEOUT_S) -> Site:
     """:func:`parse_site` in a child process with a deadline.
 
     Raises :class:`ConfigErrors` for every way it can fail, including the
-    deadline and a busy validator; cancelling the caller kills the child.
+    deadline ``limit_s`` and a busy validator; cancelling the caller kills
+    the child.
     """
     global _busy
     if _busy:
@@ -59,14 +63,17 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(request), timeout)
+            out, err = await asyncio.wait_for(proc.communicate(request), limit_s)
         except TimeoutError:
-            log.warning("validation of a pushed config took over %g s: stopped", timeout)
-            raise _fail(source, f"validation took longer than {timeout:g} s; "
+            log.warning("validation of a pushed config took over %g s: stopped", limit_s)
+            raise _fail(source, f"validation took longer than {limit_s:g} s; "
                                 "nothing was applied") from None
         try:
-            answer = pickle.loads(out)
-        except Exception:  # noqa: BLE001 - a child killed mid-write (OOM) leaves garbage
+            if not out.startswith(_MAGIC):
+                raise ValueError("no answer")
+            # Our own child, on a pipe only it writes (see _child).
+            answer = pickle.loads(out[len(_MAGIC):])  # noqa: S301
+        except Exception:  # a child killed mid-write (OOM) leaves garbage
             log.warning("config validator exited with %s: %s", proc.returncode,
                         err.decode(errors="replace")[-500:])
             raise _fail(source, f"validation failed (the validator exited with code "
@@ -86,13 +93,17 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
 
 
 def _child() -> int:
+    answer_to = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever else prints goes to stderr, never into the answer
+    sys.stdout = sys.stderr
     request: dict[str, Any] = json.loads(sys.stdin.buffer.read())
     answer: tuple[str, Any]
     try:
         answer = ("ok", parse_site(request["text"], request["source"]))
     except ConfigErrors as err:
         answer = ("errors", [(p.line, p.path, p.message) for p in err.problems])
-    sys.stdout.buffer.write(pickle.dumps(answer))
+    answer_to.write(_MAGIC + pickle.dumps(answer))
+    answer_to.close()
     return 0
 
 

@@ -114,7 +114,7 @@ def _validators() -> list[psutil.Process]:
 async def test_bounded_validation_deadline_kills_the_child() -> None:
     start = time.monotonic()
     with pytest.raises(ConfigErrors) as info:
-        await parse_site_bounded(big_site(15000), "site.yaml", timeout=0.5)
+        await parse_site_bounded(big_site(15000), "site.yaml", limit_s=0.5)
     assert time.monotonic() - start < 10
     assert info.value.render() == ("site.yaml:1: (top): validation took longer than 0.5 s; "
                                    "nothing was applied")

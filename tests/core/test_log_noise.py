@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncua import ua
+from asyncua.ua.uaerrors import BadSessionIdInvalid, UaError
 
 from agent.config.model import GatewayConfig, MqttConfig
 from agent.pipeline.buffer import Buffer
@@ -94,8 +94,8 @@ def _publish_crash(n: int) -> None:
     log = logging.getLogger("asyncua.client.ua_session.UaSession")
     for _ in range(n):
         try:
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadSessionIdInvalid)
-        except ua.UaError:
+            raise BadSessionIdInvalid()  # type: ignore[no-untyped-call]
+        except UaError:
             log.exception("Publish iteration crashed; retrying in 1s")
 
 

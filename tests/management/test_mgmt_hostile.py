@@ -29,8 +29,8 @@ async def test_deeply_nested_json_gets_one_reply_with_its_id(gateway: Running) -
         nested: list[object] = []
         for _ in range(40):
             nested = [nested]
-        deep = json.dumps({"id": "deep-2", "args": {"x": nested}})
-        reply = await rc.send_raw("status", deep, "deep-2", 10)
+        reply = await rc.send_raw("status", json.dumps({"id": "deep-2", "args": {"x": nested}}),
+                                  "deep-2", 10)
         assert reply["id"] == "deep-2" and "nested deeper" in reply["error"]
         assert (await rc.call("ping"))["ok"]
 

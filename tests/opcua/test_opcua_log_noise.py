@@ -28,7 +28,7 @@ async def test_opcua_server_restart_logs_a_few_lines_at_most(
             await sim.stop()
             await wait(lambda: loop.errors, what="the loss to be reported")
             sim = await start_server(port, variables={"A": (ua.VariantType.Double, value)})
-            await wait(lambda v=value: loop.latest("a") == v, timeout=20,  # type: ignore[misc]
+            await wait(lambda v=value: loop.latest("a") == v, timeout=20,
                        what="values after restart")
     finally:
         await loop.stop()

@@ -59,9 +59,9 @@ class _PyParser(Reader, Scanner, Parser):
     """The pure-Python reader, scanner and parser (PyYAML built without libyaml)."""
 
     def __init__(self, text: str) -> None:
-        Reader.__init__(self, text)  # type: ignore[no-untyped-call]
-        Scanner.__init__(self)  # type: ignore[no-untyped-call]
-        Parser.__init__(self)  # type: ignore[no-untyped-call]
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
 
 
 _Parser: Any = _PyParser
@@ -69,7 +69,7 @@ with contextlib.suppress(ImportError):
     # libyaml scans and parses in C, five times faster (30,000 keys: 0.3 s,
     # not 1.5 s).  Composition stays in Python (Composer comes first in the
     # MRO), so the depth bound below holds either way.
-    from yaml.cyaml import CParser
+    from yaml._yaml import CParser
 
     _Parser = CParser
 
@@ -77,9 +77,9 @@ with contextlib.suppress(ImportError):
 class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc]
     def __init__(self, text: str) -> None:
         _Parser.__init__(self, text)
-        Composer.__init__(self)  # type: ignore[no-untyped-call]
-        SafeConstructor.__init__(self)  # type: ignore[no-untyped-call]
-        Resolver.__init__(self)  # type: ignore[no-untyped-call]
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self._depth = 0
         # The key path being constructed, so a constructor's problem names it.
         self.path: list[str | int] = []
@@ -90,7 +90,7 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[mis
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                mark = self.peek_event().start_mark
                 raise YamlProblem(mark.line + 1, "", f"nested deeper than {MAX_DEPTH} levels")
             return super().compose_node(parent, index)
         finally:

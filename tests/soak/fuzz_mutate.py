@@ -138,7 +138,7 @@ def mutate_command(rng: random.Random, rid: str, corpus: list[bytes]) -> tuple[s
     if kind == 3:
         return command, json.dumps({"id": rid * rng.choice([1, 50]), "args": {}}).encode()
     if kind == 4:
-        value = rng.choice([None, 1, 1.5, True, [], {}, "x" * 10_000, "\ud800", "\x00"])
+        value: object = rng.choice([None, 1, 1.5, True, [], {}, "x" * 10_000, "\ud800", "\x00"])
         return command, json.dumps({"id": rid, "args": {"device": value, "tag": value,
                                                         "value": value, "level": value,
                                                         "timeout": value}}).encode("utf-8",

@@ -4,8 +4,8 @@ Every mutant is written to ``site.yaml`` and loaded as ``edge-agent check``
 loads it (:func:`load_site`).  An outcome is fine when it is a Site, or
 ConfigErrors whose every line is ``site.yaml:LINE: key.path: message`` (one
 line each, and not the validator's "please report it" safety net).  Anything
-else is a failure; so is an input that takes over ``--slow`` seconds (a
-SIGALRM at 10x that stops a hang and records it).  Prints one JSON summary;
+else is a failure; so is an input that takes over ``--slow`` seconds of CPU
+(a SIGALRM at 10x that, wall clock, stops a hang and records it).  Prints one JSON summary;
 failing inputs are saved to ``--keep`` for replay.
 """
 
@@ -39,7 +39,7 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def check_one(path: Path) -> str | None:
-    """None when the outcome is fine, else what was wrong."""
+    """"ok", "rejected", or what was wrong."""
     try:
         load_site(path)
     except ConfigErrors as err:
@@ -48,7 +48,8 @@ def check_one(path: Path) -> str | None:
                 return f"badly formed problem line: {line[:200]!r}"
             if "please report it" in line:
                 return f"safety net hit: {line[:200]!r}"
-    return None
+        return "rejected"
+    return "ok"
 
 
 def run(count: int, seed: int, slow_s: float, keep: Path | None) -> dict[str, Any]:
@@ -57,7 +58,8 @@ def run(count: int, seed: int, slow_s: float, keep: Path | None) -> dict[str, An
     signal.signal(signal.SIGALRM, _alarm)
     failures: list[dict[str, Any]] = []
     slow = 0
-    slowest = (0.0, -1)
+    slowest = (0.0, -1)  # CPU seconds, input index
+    slowest_wall = 0.0
     rejected = 0
     # Relative ${file:} references resolve here, not in the caller's folder.
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,15 +79,16 @@ def run(count: int, seed: int, slow_s: float, keep: Path | None) -> dict[str, An
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             took, took_cpu = time.monotonic() - start, time.process_time() - cpu
-            slowest = max(slowest, (took, i))
-            if took > slow_s:
+            # CPU time decides: on a machine shared by a test suite, wall
+            # time measures the neighbours (both are reported).
+            slowest = max(slowest, (took_cpu, i))
+            slowest_wall = max(slowest_wall, took)
+            if took_cpu > slow_s:
                 slow += 1
-                problem = problem or f"took {took:.2f} s"
-            if problem is None:
-                try:
-                    load_site(path)
-                except ConfigErrors:
-                    rejected += 1
+                if problem in ("ok", "rejected"):
+                    problem = f"took {took_cpu:.2f} s of CPU"
+            if problem in ("ok", "rejected"):
+                rejected += problem == "rejected"
                 continue
             failures.append({"index": i, "problem": problem, "size": len(data)})
             if keep is not None:
@@ -93,7 +96,8 @@ def run(count: int, seed: int, slow_s: float, keep: Path | None) -> dict[str, An
                 (keep / f"seed{seed}-{i}.yaml").write_bytes(data)
     return {"cases": count, "seed": seed, "rejected": rejected, "failures": len(failures),
             "first_failures": failures[:10], "slow": slow,
-            "slowest_s": round(slowest[0], 3), "slowest_index": slowest[1]}
+            "slowest_cpu_s": round(slowest[0], 3), "slowest_index": slowest[1],
+            "slowest_wall_s": round(slowest_wall, 3)}
 
 
 def main() -> int:

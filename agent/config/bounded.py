@@ -15,6 +15,11 @@ agent.  Its answer is a pickled :class:`Site` or the problems, on a copy of
 its stdout that nothing else writes to (its fd 1 is pointed at stderr
 first, so a library's print cannot forge the answer).  One validation runs at a time; a
 second push meanwhile is answered at once instead of queueing CPU work.
+
+Starting Python and importing the models takes ~0.5 s, so after each
+validation a spare child is started, imports, and waits (at most
+``SPARE_IDLE_S``, then it exits; it also exits when the agent does, on EOF):
+the next push pays only for its own validation.
 """
 
 from __future__ import annotations
@@ -25,18 +30,53 @@ import json
 import logging
 import os
 import pickle
+import select
+import signal
 import sys
 from typing import Any
 
 from agent.config.limits import VALIDATE_TIMEOUT_S
 from agent.config.load import ConfigErrors, Problem, Site, parse_site
+from agent.config.plugins import load_plugins
 
-__all__ = ["parse_site_bounded"]
+__all__ = ["discard_spare", "parse_site_bounded"]
 
 log = logging.getLogger("agent.config")
 
 _busy = False  # one child at a time (per process: the agent has one loop)
+#: A started child, its imports done, and the loop that owns its pipes.
+_spare: tuple[asyncio.AbstractEventLoop, asyncio.subprocess.Process] | None = None
+SPARE_IDLE_S = 600.0
 _MAGIC = b"edge-agent-validator/1\n"
+
+
+async def _spawn() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.config.bounded", str(SPARE_IDLE_S),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+
+
+def discard_spare() -> None:
+    """Kill the waiting spare child, if any (it would exit on its own when
+    idle or when the agent exits; tests count children)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and spare[1].returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spare[1].pid, signal.SIGKILL)
+
+
+async def _take_child() -> asyncio.subprocess.Process:
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        loop, proc = spare
+        if loop is asyncio.get_running_loop() and proc.returncode is None:
+            return proc
+        _spare = spare
+        discard_spare()  # another loop's (tests): its pipes are dead
+    return await _spawn()
 
 
 def _fail(source: str | None, message: str) -> ConfigErrors:
@@ -56,13 +96,15 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
         raise _fail(source, "another pushed config is being validated; retry when it is answered")
     _busy = True
     proc: asyncio.subprocess.Process | None = None
+    finished = False
     try:
         request = json.dumps({"text": text, "source": source}).encode()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.config.bounded",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+        proc = await _take_child()
         try:
+            out, err = await asyncio.wait_for(proc.communicate(request), limit_s)
+        except (BrokenPipeError, ConnectionResetError):
+            # The spare had just timed out: once more with a fresh child.
+            proc = await _spawn()
             out, err = await asyncio.wait_for(proc.communicate(request), limit_s)
         except TimeoutError:
             log.warning("validation of a pushed config took over %g s: stopped", limit_s)
@@ -78,12 +120,16 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
                         err.decode(errors="replace")[-500:])
             raise _fail(source, f"validation failed (the validator exited with code "
                                 f"{proc.returncode}); nothing was applied") from None
+        finished = True
         if answer[0] == "ok":
             site: Site = answer[1]
             return site
         raise ConfigErrors([Problem(*p) for p in answer[1]], source)
     finally:
         _busy = False
+        if finished:
+            global _spare
+            _spare = (asyncio.get_running_loop(), await _spawn())
         if proc is not None and proc.returncode is None:
             # Deadline or cancellation (the agent stopping): never wait on it.
             with contextlib.suppress(ProcessLookupError):
@@ -92,11 +138,16 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
                 await asyncio.shield(proc.wait())
 
 
-def _child() -> int:
+def _child(idle_s: float) -> int:
     answer_to = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever else prints goes to stderr, never into the answer
     sys.stdout = sys.stderr
-    request: dict[str, Any] = json.loads(sys.stdin.buffer.read())
+    load_plugins()  # the slow part, done while we wait for work
+    ready, _, _ = select.select([sys.stdin], [], [], idle_s)
+    data = sys.stdin.buffer.read() if ready else b""
+    if not data:
+        return 0  # idle too long, or the agent is gone
+    request: dict[str, Any] = json.loads(data)
     answer: tuple[str, Any]
     try:
         answer = ("ok", parse_site(request["text"], request["source"]))
@@ -104,8 +155,10 @@ def _child() -> int:
         answer = ("errors", [(p.line, p.path, p.message) for p in err.problems])
     answer_to.write(_MAGIC + pickle.dumps(answer))
     answer_to.close()
-    return 0
+    # Skip the interpreter's teardown (0.3 s of freeing pydantic's models):
+    # the agent waits for this exit.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(_child())
+    sys.exit(_child(float(sys.argv[1]) if len(sys.argv) > 1 else SPARE_IDLE_S))

@@ -13,6 +13,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "MAX_NODES",
+    "MAX_PROBLEMS",
     "MAX_SECRET_BYTES",
     "MAX_SITE_BYTES",
     "VALIDATE_TIMEOUT_S",
@@ -30,6 +31,8 @@ MAX_NODES = 200_000
 #: Digits of a YAML integer (Python refuses to convert past 4,300; no
 #: setting needs more than a 64-bit number).
 MAX_INT_DIGITS = 40
+#: Problems described in full; the rest are counted in one last line.
+MAX_PROBLEMS = 100
 #: A ``${file:..}`` secret: a password, a key, a token; never /dev/zero.
 MAX_SECRET_BYTES = 64 * 1024
 #: Wall-clock budget of one ``config.apply`` validation, in its own process.

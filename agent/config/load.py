@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent.config.limits import MAX_SITE_BYTES, human_size
+from agent.config.limits import MAX_PROBLEMS, MAX_SITE_BYTES, human_size
 from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins
 from agent.config.profiles import check_profile
@@ -150,6 +150,22 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     return tuple(out)
 
 
+class _Problems(list[Problem]):
+    """Problems found so far, and how many more were not worth describing."""
+
+    hidden = 0
+
+    def capped(self, text: str) -> list[Problem]:
+        shown = sorted(self, key=lambda p: (p.line, p.path))[:MAX_PROBLEMS]
+        more = self.hidden + len(self) - len(shown)
+        if more:
+            # A file with 30,000 unknown keys is one mistake, not 30,000
+            # lines to read (and "did you mean" for each cost seconds).
+            shown.append(Problem(text.count("\n") + 1, "",
+                                 f"and {more} more problem(s); fix these first"))
+        return shown
+
+
 def _validate(
     model: type[BaseModel], data: Any, root: Any, prefix: Loc, problems: list[Problem]
 ) -> Any:
@@ -157,6 +173,9 @@ def _validate(
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
+            if isinstance(problems, _Problems) and len(problems) >= MAX_PROBLEMS:
+                problems.hidden += 1
+                continue
             loc = _data_loc(data, tuple(err["loc"]))
             full = (*prefix, *loc)
             problems.append(
@@ -237,7 +256,7 @@ def parse_site(text: str, source: str | None = None) -> Site:
 
 
 def _parse_site(text: str, source: str | None) -> Site:
-    problems: list[Problem] = []
+    problems = _Problems()
     try:
         root = load_yaml(text)
     except YamlProblem as err:
@@ -262,7 +281,7 @@ def _parse_site(text: str, source: str | None) -> Site:
     if config is not None:
         check_profile(config, devices, report)
     if problems or config is None:
-        raise ConfigErrors(problems, source)
+        raise ConfigErrors(problems.capped(text), source)
     return Site(text=text, source=source, config=config, devices=tuple(devices),
                 warnings=tuple(warnings))
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -81,6 +82,7 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[mis
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
         self._depth = 0
+        self.aliases = False  # without any, the expansion check has nothing to find
         # The key path being constructed, so a constructor's problem names it.
         self.path: list[str | int] = []
 
@@ -92,6 +94,8 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[mis
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise YamlProblem(mark.line + 1, "", f"nested deeper than {MAX_DEPTH} levels")
+            if not self.aliases and self.check_event(AliasEvent):
+                self.aliases = True
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -264,7 +268,8 @@ def load_yaml(text: str) -> Any:
         node: Node | None = loader.get_single_node()
         if node is None:
             return None
-        _check_expansion(node)
+        if loader.aliases:
+            _check_expansion(node)
         return loader.construct_document(node)
     except YamlProblem:
         raise
@@ -272,6 +277,9 @@ def load_yaml(text: str) -> Any:
         raise _reader_problem(text, err) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
+        if "maximum nesting depth" in str(err.problem):  # libyaml's own bound (1,000)
+            raise YamlProblem(mark.line + 1 if mark else 1, "",
+                              f"nested deeper than {MAX_DEPTH} levels") from None
         line = mark.line + 1 if mark else 1
         where = ""
         if err.context_mark is not None and err.context_mark.line + 1 != line:

@@ -31,7 +31,7 @@ import logging
 import os
 import pickle
 import select
-import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -44,17 +44,26 @@ __all__ = ["discard_spare", "parse_site_bounded"]
 log = logging.getLogger("agent.config")
 
 _busy = False  # one child at a time (per process: the agent has one loop)
-#: A started child, its imports done, and the loop that owns its pipes.
-_spare: tuple[asyncio.AbstractEventLoop, asyncio.subprocess.Process] | None = None
+#: A started child, its imports done, waiting for a request.
+_spare: subprocess.Popen[bytes] | None = None
 SPARE_IDLE_S = 600.0
 _MAGIC = b"edge-agent-validator/1\n"
 
 
-async def _spawn() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.config.bounded", str(SPARE_IDLE_S),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+def _spawn() -> subprocess.Popen[bytes]:
+    # A plain Popen, not asyncio's: an asyncio child belongs to one loop and
+    # complains when that loop closes before it (the idle spare would).
+    return subprocess.Popen(  # noqa: S603 - our interpreter, our module, fixed argv
+        [sys.executable, "-m", "agent.config.bounded", str(SPARE_IDLE_S)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)  # reaped at once after SIGKILL
 
 
 def discard_spare() -> None:
@@ -62,21 +71,27 @@ def discard_spare() -> None:
     idle or when the agent exits; tests count children)."""
     global _spare
     spare, _spare = _spare, None
-    if spare is not None and spare[1].returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(spare[1].pid, signal.SIGKILL)
+    if spare is not None:
+        _kill(spare)
 
 
-async def _take_child() -> asyncio.subprocess.Process:
+def _take_child() -> subprocess.Popen[bytes]:
     global _spare
     spare, _spare = _spare, None
     if spare is not None:
-        loop, proc = spare
-        if loop is asyncio.get_running_loop() and proc.returncode is None:
-            return proc
-        _spare = spare
-        discard_spare()  # another loop's (tests): its pipes are dead
-    return await _spawn()
+        if spare.poll() is None:
+            return spare
+        _kill(spare)  # exited while idle: reap it
+    return _spawn()
+
+
+def _exchange(proc: subprocess.Popen[bytes], request: bytes) -> tuple[bytes, bytes]:
+    try:
+        return proc.communicate(request)
+    except (BrokenPipeError, ConnectionResetError):
+        # Killed (deadline, stop) or the spare just went idle: no answer.
+        _kill(proc)
+        return b"", b""
 
 
 def _fail(source: str | None, message: str) -> ConfigErrors:
@@ -89,23 +104,20 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
 
     Raises :class:`ConfigErrors` for every way it can fail, including the
     deadline ``limit_s`` and a busy validator; cancelling the caller kills
-    the child.
+    the child (which also ends the thread that talks to it).
     """
-    global _busy
+    global _busy, _spare
     if _busy:
         raise _fail(source, "another pushed config is being validated; retry when it is answered")
     _busy = True
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
     finished = False
     try:
         request = json.dumps({"text": text, "source": source}).encode()
-        proc = await _take_child()
+        proc = _take_child()
         try:
-            out, err = await asyncio.wait_for(proc.communicate(request), limit_s)
-        except (BrokenPipeError, ConnectionResetError):
-            # The spare had just timed out: once more with a fresh child.
-            proc = await _spawn()
-            out, err = await asyncio.wait_for(proc.communicate(request), limit_s)
+            out, err = await asyncio.wait_for(asyncio.to_thread(_exchange, proc, request),
+                                              limit_s)
         except TimeoutError:
             log.warning("validation of a pushed config took over %g s: stopped", limit_s)
             raise _fail(source, f"validation took longer than {limit_s:g} s; "
@@ -127,15 +139,11 @@ async def parse_site_bounded(text: str, source: str | None = None, *,
         raise ConfigErrors([Problem(*p) for p in answer[1]], source)
     finally:
         _busy = False
-        if finished:
-            global _spare
-            _spare = (asyncio.get_running_loop(), await _spawn())
-        if proc is not None and proc.returncode is None:
+        if proc is not None and proc.poll() is None:
             # Deadline or cancellation (the agent stopping): never wait on it.
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(proc.wait())
+            _kill(proc)
+        if finished:
+            _spare = _spawn()
 
 
 def _child(idle_s: float) -> int:

@@ -75,7 +75,9 @@ async def test_backlog_drain_logs_no_pending_publish_lines(
         await asyncio.gather(*tasks, return_exceptions=True)
         await buffer.close()
     # aiomqtt did complain (the test can fail), and none of it reached the log.
-    assert sum(PENDING in r.getMessage() for r in raw.records) >= 5
+    library_lines = sum(PENDING in r.getMessage() for r in raw.records)
+    print(f"drain of 400 batches: aiomqtt logged {library_lines} pending-publish lines")
+    assert library_lines >= 5
     lines = journal.getvalue().splitlines()
     assert not [line for line in lines if PENDING in line], lines[:5]
     assert len([line for line in lines if " mqtt" in line]) <= 3, lines

@@ -246,7 +246,9 @@ def parse_site(text: str, source: str | None = None) -> Site:
                                            f"{human_size(MAX_SITE_BYTES)}")], source)
     try:
         return _parse_site(text, source)
-    except (RecursionError, ArithmeticError, ValueError, TypeError) as err:
+    except ConfigErrors:
+        raise
+    except Exception as err:
         # Every known hostile input is a Problem already (tests/cases/,
         # tests/soak/); this net keeps an unknown one from becoming a
         # traceback or a reply carrying raw exception text.

@@ -5,6 +5,8 @@
   that remember the line of each key / item, so an error can point at the
   exact line.
 - Duplicate keys are errors (plain PyYAML keeps the last one silently).
+- Explicit tags (``!!float``, ``!!binary``, ``!custom``) are errors: no
+  setting needs one.
 - Hostile input is a problem with a line, never an exception or a hang:
   control characters, nesting past ``MAX_DEPTH``, aliases that expand past
   ``MAX_NODES`` (a "billion laughs") or into themselves, and integers with
@@ -96,6 +98,15 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[mis
                 raise YamlProblem(mark.line + 1, "", f"nested deeper than {MAX_DEPTH} levels")
             if not self.aliases and self.check_event(AliasEvent):
                 self.aliases = True
+            event = self.peek_event()
+            tag = getattr(event, "tag", None)
+            if tag is not None:
+                # No setting needs one, and PyYAML's own constructors crash on
+                # a bad value ("!!timestamp x": AttributeError, "!!float x").
+                shown = tag.replace("tag:yaml.org,2002:", "!!")[:40]
+                raise YamlProblem(event.start_mark.line + 1, "",
+                                  f"YAML tags such as {shown!r} are not supported; "
+                                  "write the plain value")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

@@ -96,9 +96,9 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[mis
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise YamlProblem(mark.line + 1, "", f"nested deeper than {MAX_DEPTH} levels")
-            if not self.aliases and self.check_event(AliasEvent):
-                self.aliases = True
             event = self.peek_event()
+            if type(event) is AliasEvent:
+                self.aliases = True
             tag = getattr(event, "tag", None)
             if tag is not None:
                 # No setting needs one, and PyYAML's own constructors crash on

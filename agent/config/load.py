@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent.config.limits import MAX_PROBLEMS, MAX_SITE_BYTES, human_size
 from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins
 from agent.config.profiles import check_profile
@@ -37,7 +38,18 @@ class Problem:
     def format(self, source: str | None) -> str:
         """``FILE:LINE: key.path: message`` (``LINE: ...`` without a file)."""
         head = f"{source}:{self.line}" if source else str(self.line)
-        return f"{head}: {self.path or '(top)'}: {self.message}"
+        return f"{head}: {_one_line(self.path or '(top)')}: {_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: one problem, one line.
+
+    A key or a secret path may hold a newline or an ESC; printed raw it would
+    forge a second problem line or drive the operator's terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class ConfigErrors(Exception):
@@ -138,6 +150,22 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
     return tuple(out)
 
 
+class _Problems(list[Problem]):
+    """Problems found so far, and how many more were not worth describing."""
+
+    hidden = 0
+
+    def capped(self, text: str) -> list[Problem]:
+        shown = sorted(self, key=lambda p: (p.line, p.path))[:MAX_PROBLEMS]
+        more = self.hidden + len(self) - len(shown)
+        if more:
+            # A file with 30,000 unknown keys is one mistake, not 30,000
+            # lines to read (and "did you mean" for each cost seconds).
+            shown.append(Problem(text.count("\n") + 1, "",
+                                 f"and {more} more problem(s); fix these first"))
+        return shown
+
+
 def _validate(
     model: type[BaseModel], data: Any, root: Any, prefix: Loc, problems: list[Problem]
 ) -> Any:
@@ -145,6 +173,9 @@ def _validate(
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
+            if isinstance(problems, _Problems) and len(problems) >= MAX_PROBLEMS:
+                problems.hidden += 1
+                continue
             loc = _data_loc(data, tuple(err["loc"]))
             full = (*prefix, *loc)
             problems.append(
@@ -210,7 +241,24 @@ def _validate_devices(
 
 def parse_site(text: str, source: str | None = None) -> Site:
     """Validate site YAML text; raise :class:`ConfigErrors` with every problem."""
-    problems: list[Problem] = []
+    if len(text) > MAX_SITE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SITE_BYTES:
+        raise ConfigErrors([Problem(1, "", f"the site file is larger than "
+                                           f"{human_size(MAX_SITE_BYTES)}")], source)
+    try:
+        return _parse_site(text, source)
+    except ConfigErrors:
+        raise
+    except Exception as err:
+        # Every known hostile input is a Problem already (tests/cases/,
+        # tests/soak/); this net keeps an unknown one from becoming a
+        # traceback or a reply carrying raw exception text.
+        raise ConfigErrors([Problem(1, "", f"cannot validate this file ({type(err).__name__} "
+                                           "in the validator; please report it)")],
+                           source) from err
+
+
+def _parse_site(text: str, source: str | None) -> Site:
+    problems = _Problems()
     try:
         root = load_yaml(text)
     except YamlProblem as err:
@@ -235,7 +283,7 @@ def parse_site(text: str, source: str | None = None) -> Site:
     if config is not None:
         check_profile(config, devices, report)
     if problems or config is None:
-        raise ConfigErrors(problems, source)
+        raise ConfigErrors(problems.capped(text), source)
     return Site(text=text, source=source, config=config, devices=tuple(devices),
                 warnings=tuple(warnings))
 
@@ -243,9 +291,12 @@ def parse_site(text: str, source: str | None = None) -> Site:
 def load_site(path: str | Path) -> Site:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SITE_BYTES + 1)  # bounded: `-c /dev/zero` is refused
+        text = data.decode("utf-8")
     except OSError as err:
         raise ConfigErrors([Problem(1, "", f"cannot read: {err.strerror}")], str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigErrors([Problem(1, "", "not UTF-8 text")], str(path)) from None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigErrors([Problem(line, "", "not UTF-8 text")], str(path)) from None
     return parse_site(text, str(path))

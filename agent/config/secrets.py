@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from agent.config.limits import MAX_SECRET_BYTES, human_size
 from agent.config.yaml_source import PosDict, PosList
 from agent.sdk.types import SecretText
 
@@ -29,12 +30,38 @@ def _resolve_one(kind: str, arg: str) -> str:
             raise LookupError(f"environment variable {arg} is not set")
         return os.environ[arg]
     if kind == "file":
-        try:
-            # A trailing newline is an artefact of `echo x > file`, never a secret.
-            return Path(arg).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as err:
-            raise LookupError(f"cannot read secret file {arg}: {err.strerror}") from None
+        # A trailing newline is an artefact of `echo x > file`, never a secret.
+        return _read_secret_file(arg).rstrip("\r\n")
     raise LookupError(f"unknown reference ${{{kind}:...}}; use ${{env:NAME}} or ${{file:/path}}")
+
+
+def _read_secret_file(path: str) -> str:
+    """A small regular UTF-8 file, or LookupError naming it.
+
+    A pushed config chooses the path: /dev/zero must not fill memory, a FIFO
+    must not block validation, and /dev/watchdog must not even be opened,
+    so the type is checked before the open and the read is bounded.
+    """
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    if "\0" in path:
+        raise LookupError(f"secret file path {shown!r} contains a NUL character")
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise LookupError(f"secret file {shown} is not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+                raise LookupError(f"secret file {shown} is not a regular file")
+            data = f.read(MAX_SECRET_BYTES + 1)
+    except OSError as err:
+        raise LookupError(f"cannot read secret file {shown}: {err.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise LookupError(f"secret file {shown} is larger than {human_size(MAX_SECRET_BYTES)}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LookupError(f"secret file {shown} is not UTF-8 text "
+                          "(store a binary key base64-encoded)") from None
 
 
 def _resolve_text(text: str) -> str:
@@ -54,7 +81,9 @@ def resolve_references(node: Any, report: Report, loc: tuple[str | int, ...] = (
     elif isinstance(node, PosList):
         for i, item in enumerate(node):
             node[i] = resolve_references(item, report, (*loc, i))
-    elif isinstance(node, str):
+    elif isinstance(node, str) and not isinstance(node, SecretText):
+        # A SecretText is already resolved (an alias shares it): a secret
+        # value that happens to contain "${file:..}" is never followed.
         try:
             return _resolve_text(node)
         except LookupError as err:

@@ -13,7 +13,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.config.load import ConfigErrors, parse_site
+from agent.config.bounded import parse_site_bounded
+from agent.config.load import ConfigErrors
 from agent.management.protocol import CommandError
 from agent.runtime.reload import ApplyFailed, load_registered
 
@@ -31,10 +32,11 @@ async def apply_config(control: AgentControl, call: Call) -> Any:
     if not isinstance(text, str):
         raise CommandError("config.apply needs {\"yaml\": \"<the whole site file>\"}")
     try:
-        # In a thread: validating a big site takes long enough (seconds for
-        # 10,000 tags) to make every device on this loop miss a poll.
-        site = await asyncio.to_thread(
-            load_registered, lambda: parse_site(text, control.site_path))
+        # In a child process with a deadline: validating a big site takes
+        # seconds (every device on this loop would miss a poll), and a
+        # hostile one must neither pin a core nor hold up a stop.
+        checked = await parse_site_bounded(text, control.site_path)
+        site = await asyncio.to_thread(load_registered, lambda: checked)
     except ConfigErrors as err:
         lines = await control.refuse(err)
         log.warning("pushed config rejected (%d problem(s)); nothing changed:\n%s",

@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, SecretStr
 
+from agent.runtime.log_noise import LibraryNoise
 from agent.sdk.types import SecretText
 
 __all__ = [
@@ -291,6 +292,8 @@ def setup_logging(level: str = "info", fmt: str = "text", *, stream: TextIO | No
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    # Library lines the agent reports itself (a drain, an OPC UA restart).
+    handler.addFilter(LibraryNoise())
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -5,6 +5,7 @@ Drivers use these in their own option models.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -33,17 +34,30 @@ _SIZE_UNITS = {
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
+# Upper bounds: past them a value is a typo or an attack, and an infinite or
+# 400-digit one would overflow a sleep, a timestamp or SQLite's 64-bit int.
+MAX_DURATION_S = 3650 * 86400.0
+MAX_SIZE = 1024**4  # 1024GB
+
+
+def _bounded_duration(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise ValueError("a duration must be finite and at most 3650d")
+    return seconds
+
 
 def parse_duration(value: Any) -> Any:
     """'500ms', '1s', '5m', '2h', '7d' or a bare number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 500ms, 1s, 5m, 7d")
+    if isinstance(value, int) and abs(value) > MAX_DURATION_S:
+        return _bounded_duration(math.inf)  # float() of a huge int overflows
     if isinstance(value, int | float):
-        return float(value)
+        return _bounded_duration(float(value))
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+            return _bounded_duration(float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])
     raise ValueError(f"expected a duration like 500ms, 1s, 5m, 7d, not {value!r}")
 
 
@@ -51,12 +65,18 @@ def parse_size(value: Any) -> Any:
     """'512MB', '128KB', '1GiB' or a bare number of bytes -> bytes."""
     if isinstance(value, bool):
         raise ValueError("expected a size like 128KB, 512MB")
+    too_big = ValueError(f"a size must be at most {MAX_SIZE // 1024**3}GB")
     if isinstance(value, int):
+        if value > MAX_SIZE:
+            raise too_big
         return value
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
         if match and match.group(2).lower() in _SIZE_UNITS:
-            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+            size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+            if not size <= MAX_SIZE:  # also inf, from 400 digits
+                raise too_big
+            return int(size)
     raise ValueError(f"expected a size like 128KB, 512MB, 1GB, not {value!r}")
 
 

@@ -26,8 +26,8 @@ __all__ = [
 
 # Ids are echoed in replies and kept in the replay cache: keep them short.
 MAX_ID = 128
-# The largest request is a config.apply: a 1MB site file, JSON-escaped.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# The largest request is a config.apply: an 8MB site file, JSON-escaped.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # No command takes arguments nested deeper; json.loads itself raises
 # RecursionError near 1,000 levels, and signing re-encodes the request.
 MAX_DEPTH = 32

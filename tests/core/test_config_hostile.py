@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from agent.config.bounded import discard_spare, parse_site_bounded
-from agent.config.limits import MAX_SECRET_BYTES, MAX_SITE_BYTES
+from agent.config.limits import MAX_SECRET_BYTES, MAX_SITE_BYTES, human_size
 from agent.config.load import ConfigErrors, load_site, parse_site
 from agent.config.secrets import resolve_references
 from agent.config.yaml_source import load_yaml
@@ -47,13 +47,13 @@ def with_secret(path: str) -> str:
 def test_oversized_site_text_and_file_are_refused_without_reading_it_all(
         tmp_path: Path) -> None:
     assert problems("#" * (MAX_SITE_BYTES + 1)) == ["site.yaml:1: (top): the site file is "
-                                                    "larger than 1MB"]
+                                                    f"larger than {human_size(MAX_SITE_BYTES)}"]
     # Characters under the cap, bytes over it.
     assert "larger than" in problems("#" + "é" * (MAX_SITE_BYTES // 2 + 1))[0]
     # /dev/zero as the site file: a bounded read, then a clear problem.
     with pytest.raises(ConfigErrors) as info:
         load_site("/dev/zero")
-    assert "larger than 1MB" in info.value.render()
+    assert f"larger than {human_size(MAX_SITE_BYTES)}" in info.value.render()
     binary = tmp_path / "site.yaml"
     binary.write_bytes(HEAD.encode() + b"log_level: \xff\n")
     with pytest.raises(ConfigErrors) as info:

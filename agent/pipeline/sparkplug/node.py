@@ -158,12 +158,18 @@ class SparkplugNode:
         self._emit(self.topic("NBIRTH"), birth_payload(node_metrics(bd, now), seq=0, ts=now))
         self._born = {}
         for config in self.ctx.devices():
-            if self.ctx.device_up(config.name):
+            if self._ready(config.name):
                 self._birth_device(DeviceModel(config, self.aliases, self.ctx.latest(config.name)))
         self._dead = False
         self._rebirth = False
         self._born_at = time.monotonic()
         self.stats["births"] += 1
+
+    def _ready(self, name: str) -> bool:
+        # Born once read (its DBIRTH carries real values) and while up; a
+        # batch is committed only after the reading reached the tag cache,
+        # so a device is always born before its first DDATA.
+        return self.ctx.device_up(name) and bool(self.ctx.latest(name))
 
     def _birth_device(self, model: DeviceModel) -> None:
         payload = model.birth(self.ctx.latest(model.name), seq=0, now=now_ms())
@@ -188,10 +194,11 @@ class SparkplugNode:
         for name, config in wanted.items():
             model = self._born.get(name)
             up = self.ctx.device_up(name)
-            if model is not None and (not up or model.config != config or model.needs_rebirth):
+            changed = model is not None and model.config is not config and model.config != config
+            if model is not None and (not up or changed or model.needs_rebirth):
                 self._death_device(name)
                 model = None
-            if model is None and up:
+            if model is None and up and self._ready(name):
                 self._birth_device(DeviceModel(config, self.aliases, self.ctx.latest(name)))
 
     # -- the session ---------------------------------------------------

@@ -83,6 +83,6 @@ async def test_management_topics_beside_sparkplug(broker: Broker, tmp_path: Path
                             for m in col.messages), 30, "retained JSON state")
             state = next(json.loads(m.raw) for m in col.messages if m.topic.endswith("/state"))
             assert state["status"] == "online"
-            async with RemoteClient(BrokerOptions(broker.url), site=GROUP, gateway=NODE) as rc:
+            async with RemoteClient(BrokerOptions(url=broker.url), site=GROUP, gateway=NODE) as rc:
                 reply = await rc.call("ping", wait=20)
             assert reply["ok"] is True

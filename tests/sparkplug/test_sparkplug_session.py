@@ -7,6 +7,7 @@ carry the TCK assertion id of the rule where there is one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from tests.sparkplug.helpers_sparkplug import (
     start_sim,
 )
 
+
 def seqs_contiguous(values: list[int]) -> bool:
-    return all((b - a) % 256 == 1 for a, b in zip(values, values[1:], strict=False))
+    return all((b - a) % 256 == 1 for a, b in itertools.pairwise(values))
 
 
 async def test_tck_id_topics_nbirth_seq_num_births_then_data(broker: Broker, tmp_path: Path) -> None:

@@ -263,7 +263,9 @@ class SparkplugNode:
                         live = fresh[-1].seq
                     old: list[StoredBatch] = []
                     if history < boundary and free - len(fresh) > 0:
-                        old = await self.buffer.fetch(history, free - len(fresh), boundary)
+                        # One stored batch of history per round: encoding it runs on
+                        # the event loop, so live batches get their turn in between.
+                        old = await self.buffer.fetch(history, 1, boundary)
                         history = old[-1].seq if old else boundary
                     for batch in fresh:
                         inflight.add(self._send_batch(batch, historical=False))

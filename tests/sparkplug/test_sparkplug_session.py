@@ -11,7 +11,7 @@ import itertools
 import json
 from pathlib import Path
 
-from agent.pipeline.encoders.sparkplug.datatypes import BOOLEAN, FLOAT, INT16, INT64, UINT32
+from agent.pipeline.encoders.sparkplug.datatypes import BOOLEAN, FLOAT, INT16, INT64, UINT32, UINT64
 from tests.conftest import Broker, async_wait_until
 from tests.sparkplug.helpers_sparkplug import (
     DEVICE,
@@ -55,7 +55,7 @@ async def test_tck_id_topics_nbirth_seq_num_births_then_data(broker: Broker, tmp
                 "setpoint": INT16}
             # tck-id-payloads-alias-uniqueness, -alias-birth-requirement
             aliases = [m.alias for m in dbirth.payload.metrics]
-            assert len(set(aliases)) == len(aliases) and all(a > 2 for a in aliases)
+            assert len(set(aliases)) == len(aliases) and all(a > 4 for a in aliases)
             assert all(m.timestamp > 0 for m in dbirth.payload.metrics)
             oil = by_name["oil_temp"]
             assert list(oil.properties.keys) == ["engUnit"]
@@ -70,7 +70,15 @@ async def test_tck_id_topics_nbirth_seq_num_births_then_data(broker: Broker, tmp
             # tck-id-topics-ddata-seq-num: one seq across all node messages, +1 each.
             seq = [m.payload.seq for m in col.node_messages()]
             assert seq[0] == 0 and seqs_contiguous(seq), seq
-            assert run.agent.uplink.node is not None
+            # Item 5: the buffer's loss accounting rides in node metrics (NBIRTH, then NDATA).
+            dropped = nbirth.metric("Buffer/Batches Dropped")
+            assert dropped.datatype == UINT64 and dropped.long_value == 0
+            run.agent.buffer.stats.dropped_batches += 3  # as the buffer's limits would
+            await async_wait_until(lambda: col.of("NDATA"), 30, "NDATA with the drops")
+            ndata = col.of("NDATA")[0]
+            assert next((m.alias, m.long_value) for m in ndata.payload.metrics) == (
+                dropped.alias, 3)
+            assert not ndata.payload.metrics[0].name
 
 
 async def test_management_topics_beside_sparkplug(broker: Broker, tmp_path: Path) -> None:

@@ -46,11 +46,11 @@ _UNSENT = object()
 class AliasTable:
     """Aliases unique across the node, stable for the life of the process.
 
-    1 and 2 are the node's own Node Control metrics.
+    1-4 are the node's own metrics (Node Control, buffer drops: see encode.node_metrics).
     """
 
     def __init__(self) -> None:
-        self._next = 3
+        self._next = 5
         self._by_key: dict[tuple[str, str], int] = {}
 
     def alias(self, device: str, tag: str) -> int:

@@ -35,6 +35,7 @@ from agent.pipeline.encoders.sparkplug.encode import (
     birth_payload,
     death_payload,
     decode,
+    drops_payload,
     metric_value,
     node_metrics,
 )
@@ -93,6 +94,7 @@ class SparkplugNode:
         self._rebirth = False
         self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize=1000)
         self._writes: set[asyncio.Task[None]] = set()
+        self._dropped = (0, 0)
 
     # -- settings and topics -------------------------------------------
     def configure(self, mqtt: MqttConfig, gateway: GatewayConfig) -> None:
@@ -155,7 +157,9 @@ class SparkplugNode:
         now = now_ms()
         self.seq = 0
         bd = self.bdseq.current if self.bdseq.current is not None else 0
-        self._emit(self.topic("NBIRTH"), birth_payload(node_metrics(bd, now), seq=0, ts=now))
+        self._dropped = self._drops()
+        self._emit(self.topic("NBIRTH"),
+                   birth_payload(node_metrics(bd, now, self._dropped), seq=0, ts=now))
         self._born = {}
         for config in self.ctx.devices():
             if self._ready(config.name):
@@ -164,6 +168,17 @@ class SparkplugNode:
         self._rebirth = False
         self._born_at = time.monotonic()
         self.stats["births"] += 1
+
+    def _drops(self) -> tuple[int, int]:
+        s = self.buffer.stats
+        return s.dropped_batches, s.dropped_samples + s.pending_dropped_samples
+
+    def _report_drops(self) -> None:
+        """NDATA when the buffer dropped batches since it was last said."""
+        dropped = self._drops()
+        if dropped != self._dropped:
+            self._dropped = dropped
+            self._emit(self.topic("NDATA"), drops_payload(dropped, now_ms()), qos=1)
 
     def _ready(self, name: str) -> bool:
         # Born once read (its DBIRTH carries real values) and while up; a
@@ -251,6 +266,7 @@ class SparkplugNode:
                     self.stats["rebirths"] += 1
                 else:
                     self._sync_devices()
+                    self._report_drops()
                 for task in [t for t in inflight if t.done()]:
                     inflight.discard(task)
                     task.result()  # a failed publish ends the session -> reconnect

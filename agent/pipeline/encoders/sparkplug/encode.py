@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.pipeline.encoders.sparkplug import sparkplug_b_pb2 as pb
-from agent.pipeline.encoders.sparkplug.datatypes import BOOLEAN, INT32, INT64, STRING, wire_value
+from agent.pipeline.encoders.sparkplug.datatypes import (
+    BOOLEAN,
+    INT32,
+    INT64,
+    STRING,
+    UINT64,
+    wire_value,
+)
 
 __all__ = [
     "QUALITY_BAD",
@@ -23,6 +30,7 @@ __all__ = [
     "birth_payload",
     "death_payload",
     "decode",
+    "drops_payload",
     "metric_value",
     "node_metrics",
 ]
@@ -117,13 +125,33 @@ def death_payload(*, bd_seq: int | None, ts: int, seq: int | None = None) -> Any
     return payload
 
 
-def node_metrics(bd_seq: int, ts: int) -> list[BirthMetric]:
-    """The NBIRTH's own metrics: bdSeq and the node controls we answer."""
+#: Aliases of the node's drop counters (in NBIRTH, and NDATA when they change).
+DROPPED_BATCHES, DROPPED_SAMPLES = 3, 4
+
+
+def node_metrics(bd_seq: int, ts: int, dropped: tuple[int, int] = (0, 0)) -> list[BirthMetric]:
+    """The NBIRTH's own metrics: bdSeq, the node controls we answer, the buffer's drops.
+
+    Sparkplug's seq counts messages of one session; the buffer's own loss
+    accounting (batches dropped by its size and age limits, before anything
+    was sent) travels as these two counters.
+    """
     return [
         BirthMetric("bdSeq", None, INT64, bd_seq, ts),
         BirthMetric("Node Control/Rebirth", 1, BOOLEAN, False, ts),
         BirthMetric("Node Control/Reboot", 2, BOOLEAN, False, ts),
+        BirthMetric("Buffer/Batches Dropped", DROPPED_BATCHES, UINT64, dropped[0], ts),
+        BirthMetric("Buffer/Samples Dropped", DROPPED_SAMPLES, UINT64, dropped[1], ts),
     ]
+
+
+def drops_payload(dropped: tuple[int, int], ts: int) -> Any:
+    """An NDATA with the buffer's drop counters (seq set when sent)."""
+    payload = pb.Payload()
+    payload.timestamp = ts
+    for alias, value in zip((DROPPED_BATCHES, DROPPED_SAMPLES), dropped, strict=True):
+        add_metric(payload, alias=alias, datatype=UINT64, value=value, ts=ts)
+    return payload
 
 
 def decode(data: bytes) -> Any:

@@ -113,6 +113,13 @@ class MqttConfig(StrictModel):
             return self.reconnect_spread
         return 0.0 if self.profile == "generic" else _CLOUD_SPREAD
 
+    @field_validator("sparkplug")
+    @classmethod
+    def _sparkplug_needs_format(cls, sp: SparkplugConfig | None, info: Any) -> SparkplugConfig | None:
+        if sp is not None and info.data.get("format") != "sparkplug_b":
+            raise ValueError("sparkplug settings need format: sparkplug_b")
+        return sp
+
     @property
     def host(self) -> str:
         return urlsplit(self.urls[0]).hostname or ""

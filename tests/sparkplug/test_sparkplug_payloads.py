@@ -160,3 +160,14 @@ asyncio.run(main())
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sparkplug_keys_need_the_format() -> None:
+    site = site_dict("mqtt://127.0.0.1:1883", [press(502)], sparkplug={"group": "g"})
+    site["uplink"]["mqtt"]["format"] = "json"
+    with pytest.raises(ConfigErrors, match=r"uplink.mqtt.sparkplug: sparkplug settings need format"):
+        parse_site(yaml.safe_dump(site), "site.yaml")
+    site["uplink"]["mqtt"]["format"] = "sparkplug_b"
+    site["uplink"]["mqtt"]["sparkplug"] = {"group": "a/b"}
+    with pytest.raises(ConfigErrors, match=r"uplink.mqtt.sparkplug.group: use only letters"):
+        parse_site(yaml.safe_dump(site), "site.yaml")

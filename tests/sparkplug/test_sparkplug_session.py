@@ -96,3 +96,31 @@ async def test_management_topics_beside_sparkplug(broker: Broker, tmp_path: Path
             async with RemoteClient(BrokerOptions(url=broker.url), site=GROUP, gateway=NODE) as rc:
                 reply = await rc.call("ping", wait=20)
             assert reply["ok"] is True
+
+
+async def test_tck_id_message_flow_edge_node_ncmd_subscribe_before_nbirth(tmp_path: Path) -> None:
+    """The broker's own log shows SUBSCRIBE (NCMD, DCMD, STATE) before the NBIRTH PUBLISH."""
+    from tests.conftest import Broker as Mosquitto
+
+    broker = Mosquitto(tmp_path, extra_conf="log_type all\n")
+    broker.start()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            sim = await start_sim(stack)
+            async with SpCollector(broker) as col, running_agent(
+                    broker, tmp_path, [press(sim.port)], sparkplug={"primary_host": "h1"}):
+                from tests.sparkplug.helpers_sparkplug import publish
+
+                await publish(broker, "spBv1.0/STATE/h1", b'{"online": true, "timestamp": 1}',
+                              retain=True)
+                await async_wait_until(lambda: col.of("DBIRTH"), 30, "births")
+        log = (tmp_path / "mosquitto.log").read_text()
+        lines = log.splitlines()
+        nbirth = next(i for i, line in enumerate(lines)
+                      if f"Received PUBLISH from {NODE}" in line and "NBIRTH" in line)
+        before = "\n".join(lines[:nbirth])
+        for topic in (f"spBv1.0/{GROUP}/NCMD/{NODE}", f"spBv1.0/{GROUP}/DCMD/{NODE}/+",
+                      "spBv1.0/STATE/h1"):
+            assert f"{topic} (QoS 1)" in before, f"no SUBSCRIBE to {topic} before the NBIRTH"
+    finally:
+        broker.stop()

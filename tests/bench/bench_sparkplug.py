@@ -35,11 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aiomqtt
 
 from agent.config.load import parse_site
 from agent.pipeline.buffer import Buffer, pack_batches
-from agent.pipeline.encoders.sparkplug import sparkplug_b_pb2 as pb
 from agent.pipeline.sparkplug.devices import AliasTable, DeviceModel
 from agent.sdk.readings import Sample
 from tests.conftest import Broker
@@ -152,23 +150,25 @@ async def replay_round(workdir: Path) -> dict[str, float]:
         lat: list[float] = []
         hist_done: list[float] = []
         first_hist: list[float] = []
+        # The subscriber runs in its own process: decoding 720k readings must
+        # not be charged to the agent's event loop (and so to its latency).
+        sub = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SUBSCRIBER, str(broker.port), str(backlog_readings),
+            stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[2]))
+        assert sub.stdout is not None
+        stdout = sub.stdout
 
         async def subscribe(ready: asyncio.Event) -> None:
-            async with aiomqtt.Client("127.0.0.1", broker.port) as c:
-                await c.subscribe("spBv1.0/s/DDATA/gw/#", qos=1)
-                ready.set()
-                hist = 0
-                async for m in c.messages:
-                    p = pb.Payload()
-                    p.ParseFromString(m.payload)  # type: ignore[arg-type]
-                    now = time.time() * 1000
-                    if p.metrics and p.metrics[0].is_historical:
-                        first_hist.append(now) if not first_hist else None
-                        hist += len(p.metrics)
-                        if hist >= backlog_readings:
-                            hist_done.append(now)
-                    elif p.metrics:
-                        lat.append(now - max(x.timestamp for x in p.metrics))
+            async for line in stdout:
+                kind, at, value = line.decode().split()
+                if kind == "ready":
+                    ready.set()
+                elif kind == "first":
+                    first_hist.append(float(at))
+                elif kind == "done":
+                    hist_done.append(float(at))
+                else:
+                    lat.append(float(value))
 
         async def live() -> None:
             k = 0
@@ -198,6 +198,8 @@ async def replay_round(workdir: Path) -> dict[str, float]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await buf.close()
+        sub.kill()
+        await sub.wait()
         seconds = (hist_done[0] - first_hist[0]) / 1000 if hist_done else float("nan")
         return {
             "replay_readings_per_s": backlog_readings / seconds,
@@ -208,6 +210,39 @@ async def replay_round(workdir: Path) -> dict[str, float]:
         }
     finally:
         broker.stop()
+
+
+SUBSCRIBER = """
+import sys, time
+import paho.mqtt.client as mqtt
+from agent.pipeline.encoders.sparkplug import sparkplug_b_pb2 as pb
+port, backlog = int(sys.argv[1]), int(sys.argv[2])
+hist = 0
+def out(*a):
+    print(*a, flush=True)
+def on_connect(c, u, f, rc, p=None):
+    c.subscribe("spBv1.0/s/DDATA/gw/#", qos=1)
+def on_subscribe(c, u, mid, rc, p=None):
+    out("ready", 0, 0)
+def on_message(c, u, m):
+    global hist
+    now = time.time() * 1000
+    p = pb.Payload(); p.ParseFromString(m.payload)
+    if not p.metrics:
+        return
+    if p.metrics[0].is_historical:
+        if hist == 0:
+            out("first", now, 0)
+        hist += len(p.metrics)
+        if hist >= backlog:
+            out("done", now, 0)
+    else:
+        out("live", now, now - max(x.timestamp for x in p.metrics))
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("127.0.0.1", port)
+c.loop_forever()
+"""
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,7 @@ class SparkplugNode:
         history = 0
         live = boundary
         inflight: set[asyncio.Task[None]] = set()
+        historic: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
         try:
             while True:
                 heartbeat()
@@ -278,15 +280,27 @@ class SparkplugNode:
                     if fresh:
                         live = fresh[-1].seq
                     old: list[StoredBatch] = []
-                    if history < boundary and free - len(fresh) > 0:
-                        # One stored batch of history per round: encoding it runs on
-                        # the event loop, so live batches get their turn in between.
+                    replaying = sum(1 for t in inflight if t in historic)
+                    if (history < boundary and free - len(fresh) > 0
+                            and replaying < max(1, self.window // 2)):
+                        # One stored batch of history per round, and at most half the
+                        # window: encoding runs on the event loop and big history
+                        # payloads queue on the socket, so live batches need both.
                         old = await self.buffer.fetch(history, 1, boundary)
                         history = old[-1].seq if old else boundary
                     for batch in fresh:
                         inflight.add(self._send_batch(batch, historical=False))
+                    spent = time.perf_counter()
                     for batch in old:
-                        inflight.add(self._send_batch(batch, historical=True))
+                        task = self._send_batch(batch, historical=True)
+                        inflight.add(task)
+                        historic.add(task)
+                    if old and not fresh:
+                        # Pace history at half the loop's time: after encoding a
+                        # batch, leave as long again to a live commit (woken at once).
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.buffer.committed.wait(),
+                                                   time.perf_counter() - spent)
                     if fresh or old:
                         continue
                 waiters: set[asyncio.Future[Any]] = set(inflight)

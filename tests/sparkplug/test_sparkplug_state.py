@@ -29,7 +29,7 @@ BACKLOG_BATCHES = 200
 
 def latency(msg: Msg) -> float:
     """ms from the newest reading in a DDATA to its arrival at the subscriber."""
-    return msg.at * 1000 - max(m.timestamp for m in msg.payload.metrics)
+    return float(msg.at * 1000 - max(m.timestamp for m in msg.payload.metrics))
 
 
 def state(online: bool, ts: int) -> bytes:
@@ -52,9 +52,9 @@ async def test_tck_id_message_flow_edge_node_birth_publish_phid_wait_and_history
 
             # tck-id-message-flow-edge-node-birth-publish-phid-wait-online
             await publish(broker, STATE, state(True, t0 + 1), retain=True)
-            await async_wait_until(lambda: len(col.of("DDATA")) >= 10, 30, "data once online")
+            await async_wait_until(lambda: len(col.of("DDATA")) >= 15, 30, "data once online")
             assert col.of("NBIRTH")[0].metric("bdSeq").long_value == 0
-            baseline = [latency(m) for m in col.of("DDATA")[-5:]]
+            baseline = [latency(m) for m in col.of("DDATA")[-10:]]
 
             # tck-id-message-flow-edge-node-birth-publish-phid-offline: NDEATH, reconnect, wait.
             await publish(broker, STATE, state(False, t0 + 2), retain=True)
@@ -105,5 +105,9 @@ async def test_tck_id_message_flow_edge_node_birth_publish_phid_wait_and_history
             print(f"history {len(history)} live {len(live)} during {len(during)} "
                   f"replay {replay_end - history[0].at:.2f}s baseline {baseline} lat {lat}")
             assert during, "live data waited for the whole replay"
-            assert statistics.median(lat) < statistics.median(baseline) + 500, (baseline, lat)
-            assert max(lat) < 3000, lat
+            # Without a backlog a reading waits up to a poll and a commit window
+            # (100 ms each here) plus the network: the baseline. A replay that
+            # held live data up would add whole seconds (the replay's length).
+            bound = max(statistics.median(baseline), 200) + 300
+            assert statistics.median(lat) < bound, (baseline, lat)
+            assert max(lat) < 2000, lat

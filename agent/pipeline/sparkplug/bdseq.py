@@ -14,7 +14,7 @@ from agent.config.store import atomic_write
 
 __all__ = ["BdSeqStore"]
 
-log = logging.getLogger("agent.pipeline.sparkplug")
+log = logging.getLogger("agent.sparkplug")
 
 
 class BdSeqStore:

@@ -38,7 +38,7 @@ from agent.sdk.driver import DeviceConfig
 
 __all__ = ["AliasTable", "DeviceModel"]
 
-log = logging.getLogger("agent.pipeline.sparkplug")
+log = logging.getLogger("agent.sparkplug")
 
 _UNSENT = object()
 

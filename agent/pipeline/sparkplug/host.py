@@ -11,7 +11,7 @@ import logging
 
 __all__ = ["HostState"]
 
-log = logging.getLogger("agent.pipeline.sparkplug")
+log = logging.getLogger("agent.sparkplug")
 
 
 class HostState:

@@ -51,7 +51,7 @@ from agent.sdk.readings import now_ms
 
 __all__ = ["HostOffline", "SparkplugNode"]
 
-log = logging.getLogger("agent.pipeline.sparkplug")
+log = logging.getLogger("agent.sparkplug")
 
 NAMESPACE = "spBv1.0"
 #: Rebirth requests this soon after births are answered by those births.

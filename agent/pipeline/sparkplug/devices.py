@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from agent.pipeline.encoders.sparkplug.datatypes import (
     DOUBLE,
+    NoFit,
     datatype_of_tag,
     datatype_of_value,
+    fitter,
 )
 from agent.pipeline.encoders.sparkplug.encode import (
     QUALITY_BAD,
@@ -32,6 +34,7 @@ from agent.pipeline.encoders.sparkplug.encode import (
     Payload,
     add_metric,
     birth_payload,
+    set_quality,
 )
 from agent.pipeline.sparkplug.context import TagReading
 from agent.sdk.driver import DeviceConfig
@@ -71,6 +74,15 @@ class TagModel:
     unit: str | None
     last: Any = _UNSENT             # what was last sent (live), for report by exception
     quality: int = QUALITY_GOOD     # the quality last sent
+    field: str = ""                 # the Metric value member, and the converter to it
+    fit: Callable[[Any], Any] = str
+
+    def __post_init__(self) -> None:
+        self.retype(self.datatype)
+
+    def retype(self, datatype: int) -> None:
+        self.datatype = datatype
+        self.field, self.fit = fitter(datatype)
 
 
 def _quality(error: str | None, uncertain: str | None) -> int:
@@ -119,7 +131,7 @@ class DeviceModel:
             if actual is not None and actual != tag.datatype:
                 log.info("sparkplug: %s.%s is %d, not %d: the device is born again",
                          self.name, tag.name, actual, tag.datatype)
-                tag.datatype = actual
+                tag.retype(actual)
                 self.needs_rebirth = True
 
     def data(self, samples_json: bytes, *, now: int, historical: bool) -> tuple[Any, int]:
@@ -136,31 +148,49 @@ class DeviceModel:
         except ValueError as err:
             log.error("sparkplug: a stored batch of %s is not JSON (%s): skipped", self.name, err)
             return payload, 0
+        # The hot path: one dict lookup, one comparison and one protobuf
+        # add per changed reading; every per-tag decision was made at birth.
+        tags = self.tags
+        add = payload.metrics.add
         for s in samples:
             ts = int(s["ts"])
-            bad: dict[str, str] = s.get("bad") or {}
-            unc: dict[str, str] = s.get("uncertain") or {}
+            bad: dict[str, str] | None = s.get("bad")
+            unc: dict[str, str] | None = s.get("uncertain")
             for name, value in s["values"].items():
-                tag = self.tags.get(name)
+                tag = tags.get(name)
                 if tag is None:
                     continue  # stored under an older tag list
-                quality = _quality(bad.get(name), unc.get(name))
-                if quality == QUALITY_BAD:
-                    value = None
-                if historical:
-                    add_metric(payload, alias=tag.alias, datatype=tag.datatype, value=value,
-                               ts=ts, historical=True,
-                               quality=None if quality == QUALITY_GOOD else quality)
-                    count += 1
-                    continue
-                if value == tag.last and quality == tag.quality and type(value) is type(tag.last):
-                    continue
-                self._learn(tag, value)
-                fits = add_metric(payload, alias=tag.alias, datatype=tag.datatype, value=value,
-                                  ts=ts, quality=None if quality == tag.quality else quality)
-                tag.last = value if fits else None
-                tag.quality = quality if fits else QUALITY_BAD
+                if bad and name in bad:
+                    quality, value = QUALITY_BAD, None
+                elif unc and name in unc:
+                    quality = QUALITY_STALE
+                else:
+                    quality = QUALITY_GOOD
+                if not historical:
+                    if (quality == tag.quality and value == tag.last
+                            and type(value) is type(tag.last)):
+                        continue
+                    if tag.inferred:
+                        self._learn(tag, value)
                 count += 1
+                if value is not None:
+                    try:
+                        wire = tag.fit(value)
+                    except NoFit:
+                        value, quality = None, QUALITY_BAD
+                if value is None:
+                    m = add(alias=tag.alias, timestamp=ts, is_null=True)
+                else:
+                    m = add(alias=tag.alias, timestamp=ts)
+                    setattr(m, tag.field, wire)
+                if historical:
+                    m.is_historical = True
+                    if quality != QUALITY_GOOD:
+                        set_quality(m, quality)
+                    continue
+                if quality != tag.quality:
+                    set_quality(m, quality)
+                tag.last, tag.quality = value, quality
         return payload, count
 
     def readback(self, tag: TagModel, value: Any, *, now: int) -> Any:

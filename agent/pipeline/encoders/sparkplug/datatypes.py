@@ -20,8 +20,10 @@ __all__ = [
     "INT64",
     "STRING",
     "UINT64",
+    "NoFit",
     "datatype_of_tag",
     "datatype_of_value",
+    "fitter",
     "wire_value",
 ]
 
@@ -170,25 +172,62 @@ _FIELDS: dict[int, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
+class NoFit(ValueError):
+    """A value that cannot travel as the metric's datatype."""
+
+
+def _fit_int(convert: Callable[[Any], int]) -> Callable[[Any], int]:
+    def fit(v: Any) -> int:
+        kind = type(v)
+        if kind is int:
+            return convert(v)
+        if kind is float and math.isfinite(v) and v == int(v):
+            return convert(int(v))
+        raise NoFit(v)
+    return fit
+
+
+def _fit_float(v: Any) -> float:
+    kind = type(v)
+    if kind is float or kind is int:
+        return float(v)
+    raise NoFit(v)
+
+
+def _fit_array(convert: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def fit(v: Any) -> bytes:
+        if type(v) is not list:
+            raise NoFit(v)
+        try:
+            return convert(v)
+        except (ValueError, TypeError, struct.error, OverflowError):
+            raise NoFit(v) from None
+    return fit
+
+
+def fitter(datatype: int) -> tuple[str, Callable[[Any], Any]]:
+    """(oneof field, fit) for a datatype; ``fit(value)`` converts or raises NoFit.
+
+    Built once per tag at birth, so the data path does one call per reading.
+    """
+    field, convert = _FIELDS.get(datatype, ("string_value", _text))
+    if field in ("int_value", "long_value"):
+        return field, _fit_int(convert)
+    if field in ("float_value", "double_value"):
+        return field, _fit_float
+    if field == "bytes_value":
+        return field, _fit_array(convert)
+    return field, convert
+
+
 def wire_value(datatype: int, value: Any) -> tuple[str, Any] | None:
     """(oneof field, value) for a metric, or None when the value cannot be that type.
 
     A non-finite number for an integer type, text for a number: None (the
     caller sends the metric as null, quality bad) rather than a wrong value.
     """
-    field, convert = _FIELDS.get(datatype, ("string_value", _text))
-    if field in ("int_value", "long_value"):
-        if isinstance(value, float):
-            if not math.isfinite(value) or value != int(value):
-                return None
-        elif isinstance(value, bool) or not isinstance(value, int):
-            return None
-    elif field in ("float_value", "double_value"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-    elif field == "bytes_value" and not isinstance(value, list):
-        return None
+    field, fit = fitter(datatype)
     try:
-        return field, convert(value)
-    except (ValueError, TypeError, struct.error, OverflowError):
+        return field, fit(value)
+    except NoFit:
         return None

@@ -33,6 +33,7 @@ __all__ = [
     "drops_payload",
     "metric_value",
     "node_metrics",
+    "set_quality",
 ]
 
 Payload = pb.Payload
@@ -54,7 +55,8 @@ class BirthMetric:
     unit: str | None = None
 
 
-def _set_quality(metric: Any, quality: int) -> None:
+def set_quality(metric: Any, quality: int) -> None:
+    """Add the ``Quality`` property (Int32: 0 bad, 192 good, 500 stale)."""
     props = metric.properties
     props.keys.append("Quality")
     pv = props.values.add()
@@ -88,7 +90,7 @@ def add_metric(payload: Any, *, alias: int | None, datatype: int, value: Any, ts
         else:
             setattr(m, wire[0], wire[1])
     if quality is not None:
-        _set_quality(m, quality)
+        set_quality(m, quality)
     return fits
 
 

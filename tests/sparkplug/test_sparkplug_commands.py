@@ -117,6 +117,8 @@ async def test_tck_id_dcmd_refused_out_of_bounds_or_not_writable(
             assert "above max 500" in text and "is not writable" in text
             assert "no_such_tag" in text
             assert node.stats["dcmd_writes"] == 0
+            # Counted where the metrics message and /api/status read the uplink.
+            assert run.agent.uplink.counters.snapshot()["sparkplug"]["dcmd_refused"] == 3
 
 
 async def test_tck_id_topics_ddata_seq_num_wraps_after_255(broker: Broker, tmp_path: Path) -> None:

@@ -78,10 +78,12 @@ class SparkplugNode:
         self.counters = counters
         self.bdseq = BdSeqStore(Path(ctx.state_dir) / "sparkplug_bdseq")
         self.aliases = AliasTable()
-        self.stats: dict[str, int] = {
+        # Shared with the uplink's counters: the metrics message and /api/status show them.
+        self.stats = counters.sparkplug
+        self.stats.update({
             "births": 0, "rebirth_requests": 0, "rebirths": 0, "dcmd_writes": 0,
             "dcmd_refused": 0, "bad_commands": 0, "history_batches": 0, "unborn_batches": 0,
-        }
+        })
         self.group = self.edge_node = ""
         self.host: HostState | None = None
         self.max_message = 128 * 1024
@@ -421,6 +423,10 @@ class SparkplugNode:
                 self.stats["dcmd_refused"] += 1
                 log.warning("sparkplug: DCMD %s.%s=%r refused: %s", device, tag.name, value,
                             err or "no answer in time")
+                continue
+            except Exception:  # a driver bug must not kill the command task
+                self.stats["dcmd_refused"] += 1
+                log.exception("sparkplug: DCMD %s.%s=%r failed", device, tag.name, value)
                 continue
             self.stats["dcmd_writes"] += 1
             if self._born.get(device) is model and not self._dead and self._client is not None:

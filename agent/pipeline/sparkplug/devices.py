@@ -4,11 +4,12 @@ All per-tag decisions (alias, datatype) are made once, at birth; data
 payloads are built from stored batches (the buffer's JSON samples) with
 alias-only metrics, each with its reading's timestamp.
 
-Report by exception: live data carries a tag only when its value or its
-quality changed since it was last sent (the birth counts as sent). The
-processing stage's ``report: change`` (when it lands) filters earlier; this
-is the encoder's own floor, so a consumer never pays for repeats. History
-(the backlog replayed after a primary host returns) is sent as stored.
+Report by exception: until the processing stage has its own (``report:
+change``, with heartbeats; a ``report`` key on the device config says it
+has landed), live data carries a tag only when its value or its quality
+changed since it was last sent (the birth counts as sent). Once it has,
+the encoder sends what the stage passed on. History (the backlog replayed
+after a primary host returns) is always sent as stored.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class DeviceModel:
         self.tags: dict[str, TagModel] = {}
         self.by_alias: dict[int, TagModel] = {}
         self.needs_rebirth = False
+        # The encoder's own report by exception, until the processing stage
+        # has one: a device config with a ``report`` key (report-by-exception
+        # landed) gets exactly what the stage passed on (its heartbeats too).
+        self.filter = "report" not in type(config).model_fields
         for tag in config.tags:
             declared = datatype_of_tag(tag)
             seen = latest.get(tag.name)
@@ -152,6 +157,7 @@ class DeviceModel:
         # add per changed reading; every per-tag decision was made at birth.
         tags = self.tags
         add = payload.metrics.add
+        filtering = self.filter
         for s in samples:
             ts = int(s["ts"])
             bad: dict[str, str] | None = s.get("bad")
@@ -167,7 +173,7 @@ class DeviceModel:
                 else:
                     quality = QUALITY_GOOD
                 if not historical:
-                    if (quality == tag.quality and value == tag.last
+                    if (filtering and quality == tag.quality and value == tag.last
                             and type(value) is type(tag.last)):
                         continue
                     if tag.inferred:

@@ -56,6 +56,9 @@ log = logging.getLogger("agent.sparkplug")
 NAMESPACE = "spBv1.0"
 #: Rebirth requests this soon after births are answered by those births.
 REBIRTH_HOLDOFF = 1.0
+#: Devices are checked (up/down, config changes) at most this often, and
+#: always before a batch of a device not born yet is sent.
+SYNC_EVERY = 0.2
 #: Longest wait for a DCMD write before it counts as failed.
 WRITE_TIMEOUT = 10.0
 
@@ -98,6 +101,7 @@ class SparkplugNode:
         self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize=1000)
         self._writes: set[asyncio.Task[None]] = set()
         self._dropped = (0, 0)
+        self._synced = 0.0
 
     # -- settings and topics -------------------------------------------
     def configure(self, mqtt: MqttConfig, gateway: GatewayConfig) -> None:
@@ -206,6 +210,7 @@ class SparkplugNode:
 
     def _sync_devices(self) -> None:
         """DBIRTH for devices added or back; DDEATH for devices gone or down; both for changes."""
+        self._synced = time.monotonic()
         wanted = {c.name: c for c in self.ctx.devices()}
         for name in [n for n in self._born if n not in wanted]:
             self._death_device(name)
@@ -269,8 +274,9 @@ class SparkplugNode:
                     self._births()
                     self.stats["rebirths"] += 1
                 else:
-                    self._sync_devices()
-                    self._report_drops()
+                    if time.monotonic() - self._synced >= SYNC_EVERY:
+                        self._sync_devices()
+                        self._report_drops()
                 for task in [t for t in inflight if t.done()]:
                     inflight.discard(task)
                     task.result()  # a failed publish ends the session -> reconnect
@@ -325,6 +331,10 @@ class SparkplugNode:
 
     def _send_batch(self, batch: StoredBatch, *, historical: bool) -> asyncio.Task[None]:
         model = self._born.get(batch.device)
+        if model is None:
+            # A device added or back since the last look: born before its data.
+            self._sync_devices()
+            model = self._born.get(batch.device)
         tasks: list[asyncio.Task[None]] = []
         if model is None:
             # The device is dead (its DDEATH said so) or gone: its stored

@@ -228,6 +228,9 @@ class SparkplugNode:
     async def serve(self, client: aiomqtt.Client, heartbeat: Callable[[], None]) -> None:
         self._client = client
         self._dead = True
+        # The window's publishes plus a birth sequence are pending by design:
+        # not a reason for aiomqtt's "pending publish calls" warning.
+        client.pending_calls_threshold = self.window * 4 + 2 * len(self.ctx.devices()) + 16
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._inbound(), name="sparkplug-inbound")

@@ -171,3 +171,19 @@ def test_sparkplug_keys_need_the_format() -> None:
     site["uplink"]["mqtt"]["sparkplug"] = {"group": "a/b"}
     with pytest.raises(ConfigErrors, match=r"uplink.mqtt.sparkplug.group: use only letters"):
         parse_site(yaml.safe_dump(site), "site.yaml")
+
+
+def test_a_tag_without_a_declared_type_is_born_with_its_first_value_type() -> None:
+    from agent.sdk.driver import DeviceConfig, TagConfig
+
+    cfg = DeviceConfig(name="plc", driver="opcua", tags=[TagConfig(name="speed")])
+    m = DeviceModel(cfg, AliasTable(), {"speed": (1.5, 1, None, None)})
+    assert m.tags["speed"].datatype == dt.DOUBLE and m.tags["speed"].inferred
+    payload, _ = m.data(batch({"ts": 2, "values": {"speed": 2.5}}), now=3, historical=False)
+    assert not m.needs_rebirth
+    payload, _ = m.data(batch({"ts": 4, "values": {"speed": "fault"}}), now=5, historical=False)
+    assert m.needs_rebirth, "a value of another type needs a new DBIRTH"
+    got = decode(payload.SerializeToString()).metrics[0]
+    assert got.string_value == "fault" and m.tags["speed"].datatype == dt.STRING
+    again = DeviceModel(cfg, AliasTable(), {"speed": ("fault", 4, None, None)})
+    assert again.tags["speed"].datatype == dt.STRING

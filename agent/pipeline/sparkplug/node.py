@@ -345,6 +345,11 @@ class SparkplugNode:
             self.stats["unborn_batches"] += 1
         else:
             payload, count = model.data(batch.samples_json, now=now_ms(), historical=historical)
+            if model.needs_rebirth:
+                # A tag without a declared type changed type: say so before its value.
+                self._death_device(model.name)
+                self._birth_device(DeviceModel(model.config, self.aliases,
+                                               self.ctx.latest(model.name)))
             if historical:
                 self.stats["history_batches"] += 1
             if count:

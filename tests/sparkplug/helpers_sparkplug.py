@@ -177,9 +177,12 @@ async def running_agent(broker: Broker, tmp_path: Path, devices: list[dict[str, 
         await asyncio.wait_for(task, 30)
 
 
-async def publish(broker: Broker, topic: str, payload: bytes, *, retain: bool = False) -> None:
+async def publish(broker: Broker, topic: str, payload: bytes, *, retain: bool = False,
+                  times: int = 1) -> None:
+    """Publish ``times`` copies over one connection (a host's burst)."""
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"sp-pub-{time.time_ns()}") as c:
-        await c.publish(topic, payload, qos=1, retain=retain)
+        for _ in range(times):
+            await c.publish(topic, payload, qos=1, retain=retain)
 
 
 def command(metrics: list[tuple[str | None, int | None, int, str, Any]]) -> bytes:

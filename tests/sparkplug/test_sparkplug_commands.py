@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,12 @@ async def test_tck_id_operational_behavior_edge_node_rebirth_coalesced(
             await async_wait_until(lambda: col.of("DDATA"), 30, "data")
             first_bd = col.of("NBIRTH")[0].metric("bdSeq").long_value
             node = run.agent.uplink.node
-            node._born_at -= 5  # the births are old: the hold-off must not hide the test
             rebirth = command([("Node Control/Rebirth", None, BOOLEAN, "boolean_value", True)])
-            for _ in range(10):
-                await publish(broker, NCMD, rebirth)
+            # Right after the births (a request is never ignored), ten in a burst.
+            t0 = time.monotonic()
+            await publish(broker, NCMD, rebirth, times=10)
+            if time.monotonic() - t0 >= 0.9:
+                pytest.skip("the burst itself took a second: two rebirths would be right")
             await async_wait_until(lambda: node.stats["rebirth_requests"] == 10, 30, "requests")
             await async_wait_until(lambda: len(col.of("NBIRTH")) >= 2, 30, "the rebirth")
             # Data flows on after it: had a second rebirth been queued it would be out by now.

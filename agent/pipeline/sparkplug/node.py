@@ -54,8 +54,10 @@ __all__ = ["HostOffline", "SparkplugNode"]
 log = logging.getLogger("agent.sparkplug")
 
 NAMESPACE = "spBv1.0"
-#: Rebirth requests this soon after births are answered by those births.
-REBIRTH_HOLDOFF = 1.0
+#: A rebirth is made this long after the request that asked for it; the
+#: requests arriving meanwhile share it (a host that asks ten times in a
+#: second gets one rebirth), and none is ever ignored.
+REBIRTH_WINDOW = 1.0
 #: Devices are checked (up/down, config changes) at most this often, and
 #: always before a batch of a device not born yet is sent.
 SYNC_EVERY = 0.2
@@ -95,9 +97,8 @@ class SparkplugNode:
         self._client: aiomqtt.Client | None = None
         self._born: dict[str, DeviceModel] = {}
         self._dead = True
-        self._born_at = 0.0
+        self._rebirth_at: float | None = None  # monotonic time of the pending rebirth
         self._wake = asyncio.Event()
-        self._rebirth = False
         self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize=1000)
         self._writes: set[asyncio.Task[None]] = set()
         self._dropped = (0, 0)
@@ -172,8 +173,7 @@ class SparkplugNode:
             if self._ready(config.name):
                 self._birth_device(DeviceModel(config, self.aliases, self.ctx.latest(config.name)))
         self._dead = False
-        self._rebirth = False
-        self._born_at = time.monotonic()
+        self._rebirth_at = None
         self.stats["births"] += 1
 
     def _drops(self) -> tuple[int, int]:
@@ -273,7 +273,7 @@ class SparkplugNode:
             while True:
                 heartbeat()
                 self.buffer.committed.clear()
-                if self._rebirth:
+                if self._rebirth_at is not None and time.monotonic() >= self._rebirth_at:
                     self._births()
                     self.stats["rebirths"] += 1
                 else:
@@ -319,7 +319,9 @@ class SparkplugNode:
                 if len(inflight) < self.window:
                     wakers.append(asyncio.ensure_future(self.buffer.committed.wait()))
                 try:
-                    done, _ = await asyncio.wait(waiters | set(wakers), timeout=1.0,
+                    timeout = 1.0 if self._rebirth_at is None else max(
+                        0.0, min(1.0, self._rebirth_at - time.monotonic()))
+                    done, _ = await asyncio.wait(waiters | set(wakers), timeout=timeout,
                                                  return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for w in wakers:
@@ -407,10 +409,10 @@ class SparkplugNode:
                 continue
             if name == "Node Control/Rebirth":
                 self.stats["rebirth_requests"] += 1
-                # Coalesced: a request while one is pending, or just after births, is answered by them.
-                if not self._dead and time.monotonic() - self._born_at >= REBIRTH_HOLDOFF:
-                    self._rebirth = True
-                    self._wake.set()
+                # Coalesced: requests while one is pending share it. Before the
+                # first births (waiting for the host) the births will answer.
+                if not self._dead and self._rebirth_at is None:
+                    self._rebirth_at = time.monotonic() + REBIRTH_WINDOW
             elif name == "Node Control/Reboot":
                 log.warning("sparkplug: NCMD Node Control/Reboot: restarting the agent")
                 self.ctx.restart()

@@ -8,6 +8,7 @@ file never loads protobuf.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 
@@ -23,6 +24,10 @@ class SparkplugConfig(StrictModel):
     primary_host: str | None = Field(
         None, pattern=NAME_PATTERN,
         description="Publish only while spBv1.0/STATE/{host} says online (default: none)",
+    )
+    data_qos: Literal[0, 1] = Field(
+        1, description="QoS of DDATA/NDATA: 1 keeps a batch until the broker has it; "
+                       "0 is what the specification asks (at most once)",
     )
 
 

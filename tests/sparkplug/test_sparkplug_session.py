@@ -124,3 +124,15 @@ async def test_tck_id_message_flow_edge_node_ncmd_subscribe_before_nbirth(tmp_pa
             assert f"{topic} (QoS 1)" in before, f"no SUBSCRIBE to {topic} before the NBIRTH"
     finally:
         broker.stop()
+
+
+async def test_tck_id_topics_ddata_mqtt_with_data_qos_0(broker: Broker, tmp_path: Path) -> None:
+    """``data_qos: 0`` is what the specification asks for data: the TCK's assertion passes."""
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await start_sim(stack)
+        async with SpCollector(broker) as col, running_agent(
+                broker, tmp_path, [press(sim.port)], sparkplug={"data_qos": 0}) as run:
+            await async_wait_until(lambda: len(col.of("DDATA", DEVICE)) >= 3, 30, "data")
+            assert {(m.qos, m.retain) for m in col.of("DDATA")} == {(0, False)}
+            # Batches still leave the buffer once handed to the broker connection.
+            await async_wait_until(lambda: run.agent.buffer.stats.batches <= 2, 30, "drained")

@@ -93,6 +93,7 @@ class SparkplugNode:
         self.host: HostState | None = None
         self.max_message = 128 * 1024
         self.window = 16
+        self.data_qos = 1
         self.seq = 0
         self._client: aiomqtt.Client | None = None
         self._born: dict[str, DeviceModel] = {}
@@ -116,6 +117,7 @@ class SparkplugNode:
             self.host = HostState(host)
         self.max_message = mqtt.max_message
         self.window = mqtt.max_inflight
+        self.data_qos = sp.data_qos if sp else 1
 
     def topic(self, kind: str, device: str | None = None) -> str:
         base = f"{NAMESPACE}/{self.group}/{kind}/{self.edge_node}"
@@ -185,7 +187,7 @@ class SparkplugNode:
         dropped = self._drops()
         if dropped != self._dropped:
             self._dropped = dropped
-            self._emit(self.topic("NDATA"), drops_payload(dropped, now_ms()), qos=1)
+            self._emit(self.topic("NDATA"), drops_payload(dropped, now_ms()), qos=self.data_qos)
 
     def _ready(self, name: str) -> bool:
         # Born once read (its DBIRTH carries real values) and while up; a
@@ -356,7 +358,8 @@ class SparkplugNode:
                 self.stats["history_batches"] += 1
             if count:
                 for part in split(payload, self.max_message):
-                    tasks.append(self._emit(self.topic("DDATA", batch.device), part, qos=1))
+                    tasks.append(self._emit(self.topic("DDATA", batch.device), part,
+                                            qos=self.data_qos))
         return asyncio.create_task(self._acked(batch.seq, tasks))
 
     async def _acked(self, seq: int, tasks: list[asyncio.Task[None]]) -> None:
@@ -451,4 +454,4 @@ class SparkplugNode:
             self.stats["dcmd_writes"] += 1
             if self._born.get(device) is model and not self._dead and self._client is not None:
                 self._emit(self.topic("DDATA", device), model.readback(tag, read_back, now=now_ms()),
-                           qos=1)
+                           qos=self.data_qos)

@@ -174,7 +174,12 @@ async def running_agent(broker: Broker, tmp_path: Path, devices: list[dict[str, 
         yield Running(agent, task, state, site_path)
     finally:
         agent.stop()
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait({task}, timeout=30)
+        if not done:
+            import sys
+            for t in asyncio.all_tasks():
+                t.print_stack(file=sys.stdout)
+            raise AssertionError("the agent did not stop within 30 s")
 
 
 async def publish(broker: Broker, topic: str, payload: bytes, *, retain: bool = False,

@@ -187,3 +187,15 @@ def test_a_tag_without_a_declared_type_is_born_with_its_first_value_type() -> No
     assert got.string_value == "fault" and m.tags["speed"].datatype == dt.STRING
     again = DeviceModel(cfg, AliasTable(), {"speed": ("fault", 4, None, None)})
     assert again.tags["speed"].datatype == dt.STRING
+
+
+def test_report_always_sends_every_reading_and_events_are_skipped() -> None:
+    m = model([{"name": "a", "address": "HR1", "type": "int16", "report": "always"},
+               {"name": "b", "address": "HR2", "type": "int16"}])
+    m.birth({"a": (1, 1, None, None), "b": (2, 1, None, None)}, seq=1, now=1)
+    stored = (b'[{"ts":2,"values":{"a":1,"b":2}},{"ts":3,"values":{"a":1,"b":2}}]'
+              b',"events":[{"ts":3,"alarm":"hot","state":"active"}]')
+    payload, n = m.data(stored, now=4, historical=False)
+    got = decode(payload.SerializeToString()).metrics
+    assert n == 2 and [x.alias for x in got] == [m.tags["a"].alias] * 2, \
+        "report: always sends repeats; the default (change) does not"

@@ -4,12 +4,14 @@ All per-tag decisions (alias, datatype) are made once, at birth; data
 payloads are built from stored batches (the buffer's JSON samples) with
 alias-only metrics, each with its reading's timestamp.
 
-Report by exception: until the processing stage has its own (``report:
-change``, with heartbeats; a ``report`` key on the device config says it
-has landed), live data carries a tag only when its value or its quality
-changed since it was last sent (the birth counts as sent). Once it has,
-the encoder sends what the stage passed on. History (the backlog replayed
-after a primary host returns) is always sent as stored.
+Report by exception is the default for Sparkplug: a tag with no ``report``
+key (on itself or its device) is sent only when its value or its quality
+changed since it was last sent (the birth counts as sent). A tag that says
+``report: change`` was filtered by the processing stage already (deadband,
+heartbeats: a heartbeat must get through), and ``report: always`` means
+every reading: for both the encoder sends what the stage passed on.
+History (the backlog replayed after a primary host returns) is always sent
+as stored.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.pipeline.encoders.json import split_events
 from agent.pipeline.encoders.sparkplug.datatypes import (
     DOUBLE,
     NoFit,
@@ -77,6 +80,7 @@ class TagModel:
     quality: int = QUALITY_GOOD     # the quality last sent
     field: str = ""                 # the Metric value member, and the converter to it
     fit: Callable[[Any], Any] = str
+    changes_only: bool = True       # no report key: the encoder's own report by exception
 
     def __post_init__(self) -> None:
         self.retype(self.datatype)
@@ -102,16 +106,15 @@ class DeviceModel:
         self.tags: dict[str, TagModel] = {}
         self.by_alias: dict[int, TagModel] = {}
         self.needs_rebirth = False
-        # The encoder's own report by exception, until the processing stage
-        # has one: a device config with a ``report`` key (report-by-exception
-        # landed) gets exactly what the stage passed on (its heartbeats too).
-        self.filter = "report" not in type(config).model_fields
         for tag in config.tags:
             declared = datatype_of_tag(tag)
             seen = latest.get(tag.name)
             datatype = declared or datatype_of_value(seen[0] if seen else None) or DOUBLE
             model = TagModel(tag.name, aliases.alias(config.name, tag.name), datatype,
                              declared is None, tag.unit)
+            # The stage's default is "always"; Sparkplug's is "change" (see above).
+            model.changes_only = (getattr(tag, "report", None) is None
+                                  and getattr(config, "report", None) is None)
             self.tags[tag.name] = model
             self.by_alias[model.alias] = model
 
@@ -149,7 +152,8 @@ class DeviceModel:
         payload.timestamp = now
         count = 0
         try:
-            samples = json.loads(samples_json)
+            # A stored batch may end with its alarm events: not sent in Sparkplug.
+            samples = json.loads(split_events(samples_json)[0])
         except ValueError as err:
             log.error("sparkplug: a stored batch of %s is not JSON (%s): skipped", self.name, err)
             return payload, 0
@@ -157,7 +161,6 @@ class DeviceModel:
         # add per changed reading; every per-tag decision was made at birth.
         tags = self.tags
         add = payload.metrics.add
-        filtering = self.filter
         for s in samples:
             ts = int(s["ts"])
             bad: dict[str, str] | None = s.get("bad")
@@ -173,7 +176,7 @@ class DeviceModel:
                 else:
                     quality = QUALITY_GOOD
                 if not historical:
-                    if (filtering and quality == tag.quality and value == tag.last
+                    if (tag.changes_only and quality == tag.quality and value == tag.last
                             and type(value) is type(tag.last)):
                         continue
                     if tag.inferred:

@@ -150,10 +150,11 @@ from agent.management import attach_management
 async def main():
     agent = Agent(load_site({str(site)!r}), Path({str(tmp_path / "state")!r}))
     attach_management(agent, config_path=None)
-    agent.uplink._client_args()
+    agent.uplink._client_args(agent.uplink.endpoint)
     load_site({str(sp)!r})  # checking a sparkplug_b file does not load it either
     assert "google.protobuf" not in sys.modules, "protobuf imported"
-    Agent(load_site({str(sp)!r}), Path({str(tmp_path / "state2")!r})).uplink._client_args()
+    sp_agent = Agent(load_site({str(sp)!r}), Path({str(tmp_path / "state2")!r}))
+    sp_agent.uplink._client_args(sp_agent.uplink.endpoint)
     assert "google.protobuf" in sys.modules, "the test proves nothing"
 asyncio.run(main())
 """

@@ -21,6 +21,7 @@ from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins
 from agent.config.profiles import check_profile
 from agent.config.secrets import resolve_references
+from agent.config.sparkplug import check_births
 from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
 from agent.sdk.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
 
@@ -239,6 +240,14 @@ def _validate_devices(
     return devices, warnings
 
 
+def _check_sparkplug(config: SiteConfig, devices: Sequence[DeviceConfig], raw: Any, root: Any,
+                     problems: list[Problem]) -> None:
+    index = {item.get("name"): i for i, item in enumerate(raw) if isinstance(item, dict)}
+    for i, message in check_births(devices, config.uplink.mqtt.max_message):
+        loc: Loc = ("devices", index.get(devices[i].name, 0), "name")
+        problems.append(Problem(line_of(root, loc), format_loc(loc), message))
+
+
 def parse_site(text: str, source: str | None = None) -> Site:
     """Validate site YAML text; raise :class:`ConfigErrors` with every problem."""
     if len(text) > MAX_SITE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SITE_BYTES:
@@ -282,6 +291,8 @@ def _parse_site(text: str, source: str | None) -> Site:
     )
     if config is not None:
         check_profile(config, devices, report)
+    if config is not None and config.uplink.mqtt.format == "sparkplug_b":
+        _check_sparkplug(config, devices, raw_devices, root, problems)
     if problems or config is None:
         raise ConfigErrors(problems.capped(text), source)
     return Site(text=text, source=source, config=config, devices=tuple(devices),

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 
+from agent.config.sparkplug import SparkplugConfig
 from agent.sdk.driver import NAME_PATTERN, StrictModel
 from agent.sdk.types import ByteSize, Duration, Secret, check_url
 
@@ -69,7 +70,8 @@ class MqttConfig(StrictModel):
     client_id: str | None = Field(None, description="Defaults to the gateway id")
     tls: TlsConfig | None = None
     topic_prefix: str = Field("m2m", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-    format: Literal["json"] = Field("json", description="Payload format (sparkplug_b is planned)")
+    format: Literal["json", "sparkplug_b"] = Field("json", description="json or sparkplug_b")
+    sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B ids (format sparkplug_b)")
     max_message: ByteSize = Field(128 * 1024, ge=1024, description="Largest data message")
     keepalive: Duration = Field(30.0, ge=5)
     max_inflight: int = Field(16, ge=1, le=1000, description="Unacknowledged data messages")
@@ -110,6 +112,13 @@ class MqttConfig(StrictModel):
         if self.reconnect_spread is not None:
             return self.reconnect_spread
         return 0.0 if self.profile == "generic" else _CLOUD_SPREAD
+
+    @field_validator("sparkplug")
+    @classmethod
+    def _sparkplug_needs_format(cls, sp: SparkplugConfig | None, info: Any) -> SparkplugConfig | None:
+        if sp is not None and info.data.get("format") != "sparkplug_b":
+            raise ValueError("sparkplug settings need format: sparkplug_b")
+        return sp
 
     @property
     def host(self) -> str:

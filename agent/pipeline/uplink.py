@@ -31,6 +31,7 @@ from agent.pipeline.buffer import Buffer, StoredBatch
 from agent.pipeline.encoders.json import JsonEncoder
 from agent.pipeline.pacing import Pacer
 from agent.pipeline.profiles import make_profile
+from agent.pipeline.sparkplug.context import NodeContext
 from agent.sdk.backoff import Backoff
 from agent.sdk.counters import UplinkCounters
 
@@ -79,6 +80,22 @@ class Uplink:
         self.rotation = Rotation(mqtt)
         #: The broker of the current (or last) session: in the state message.
         self.endpoint: Endpoint = self.rotation.current
+        #: Set by the Agent; with ``format: sparkplug_b`` the data goes out as a
+        #: Sparkplug B edge node (agent.pipeline.sparkplug) in this same session.
+        self.node_context: NodeContext | None = None
+        self.node: Any = None  # SparkplugNode, imported (with protobuf) only when used
+
+    def _sparkplug(self) -> Any:
+        """The Sparkplug node for the current settings, or None for JSON."""
+        if self.mqtt.format != "sparkplug_b" or self.node_context is None:
+            return None
+        if self.node is None:
+            from agent.pipeline.sparkplug.node import SparkplugNode
+
+            self.node = SparkplugNode(self.node_context, buffer=self.buffer,
+                                      counters=self.counters)
+        self.node.configure(self.mqtt, self.gateway)
+        return self.node
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -127,7 +144,10 @@ class Uplink:
 
     def _client_args(self, endpoint: Endpoint) -> dict[str, Any]:
         m = self.mqtt
-        will = aiomqtt.Will(self.topic("state"), self.state_message("offline"), qos=1, retain=True)
+        node = self._sparkplug()
+        # One will per session: a Sparkplug node's is its NDEATH (bdSeq + 1 per attempt).
+        will = node.will() if node is not None else aiomqtt.Will(
+            self.topic("state"), self.state_message("offline"), qos=1, retain=True)
         return self.profile.client_args({
             **self.rotation.client_args(endpoint, m),
             "username": m.username,
@@ -254,8 +274,11 @@ class Uplink:
                     raise
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        node = self._sparkplug()
         for suffix, _ in self._handlers:
             await client.subscribe(self.profile.filter(suffix), qos=1)
+        if node is not None:
+            await node.subscribe(client)
         online = self.profile.outgoing(self.topic("state"), self.state_message("online").encode(),
                                        True)
         if online is not None:
@@ -266,7 +289,8 @@ class Uplink:
         lifetime = self.profile.session_lifetime()
         try:
             async with asyncio.timeout(lifetime), asyncio.TaskGroup() as tg:
-                tg.create_task(self._send_loop(client), name="uplink-send")
+                tg.create_task(self._send_loop(client) if node is None
+                               else node.serve(client, self.heartbeat), name="uplink-send")
                 tg.create_task(self._receive_loop(client), name="uplink-receive")
         except* aiomqtt.MqttError as group:
             raise group.exceptions[0] from None
@@ -277,6 +301,8 @@ class Uplink:
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if self.node is not None and self.node.handles(message):
+                continue
             for suffix, handler in self._handlers:
                 if message.topic.matches(self.profile.filter(suffix)):
                     task = asyncio.create_task(self._handle(handler, message))

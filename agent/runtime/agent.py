@@ -25,13 +25,14 @@ from agent.pipeline.buffer import Buffer
 from agent.pipeline.processing import Processing
 from agent.pipeline.processing.clock import ClockMonitor, ClockSource
 from agent.pipeline.scheduler import Scheduler
+from agent.pipeline.sparkplug.context import NodeContext, TagCache
 from agent.pipeline.uplink import Uplink
 from agent.runtime.http import http_service
 from agent.runtime.reload import ConfigLifecycle
 from agent.runtime.shutdown import STEP_TIMEOUTS, bounded, bounded_all
 from agent.runtime.state_report import StateReport
 from agent.runtime.systemd import Notifier, Watchdog
-from agent.sdk.driver import DriverPlugin
+from agent.sdk.driver import Driver, DriverPlugin
 from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["Agent"]
@@ -76,6 +77,12 @@ class Agent:
         self.uplink.heartbeat = self.watchdog.heartbeat("uplink", 120.0)
         self.buffer.heartbeat = self.watchdog.heartbeat(
             "buffer", 3 * cfg.buffer.commit_interval + 60.0)
+        self.tag_cache = TagCache()
+        self.tag_cache.enabled = cfg.uplink.mqtt.format == "sparkplug_b"
+        self.observers.append(self.tag_cache.observe)
+        self.uplink.node_context = NodeContext(
+            state_dir=state_dir, devices=lambda: self.site.devices, latest=self.tag_cache.get,
+            device_up=self._device_up, driver=self._driver, restart=self.stop)
         self.processing = Processing()
         self.clock = ClockMonitor(clock)
         self.clock.on_sync.append(self.buffer.restamp)
@@ -112,6 +119,15 @@ class Agent:
         return (f"devices {up}/{len(runners)} up, uplink {link}, "
                 f"buffer {self.buffer.stats.batches} batches")
 
+    def _device_up(self, name: str) -> bool:
+        # Unknown (not read yet) counts as up: only a failure makes a DDEATH.
+        runner = self.scheduler.runners.get(name)
+        return runner is not None and (runner.counters.connected or runner.counters.last_error is None)
+
+    def _driver(self, name: str) -> Driver | None:
+        runner = self.scheduler.runners.get(name)
+        return runner.driver if runner is not None else None
+
     def _sink(self, device: str, samples: list[Sample]) -> None:
         # The status view and observers see every reading; the buffer what
         # the processing stage decided to send.
@@ -137,6 +153,7 @@ class Agent:
         old = self.site
         cfg = site.config
         self.processing.apply(site.devices)
+        self.tag_cache.enabled = cfg.uplink.mqtt.format == "sparkplug_b"
         try:
             changes = await self.scheduler.apply(site.devices)
         except BaseException:

@@ -72,6 +72,8 @@ class UplinkCounters:
     reconnects: int = 0
     errors: int = 0
     last_error: str | None = None
+    #: Counters of the Sparkplug edge node (births, rebirths, DCMD writes and refusals, ...).
+    sparkplug: dict[str, int] = field(default_factory=dict)
     #: Wall-clock ms of the current session's start; None while down.
     connected_since_ms: int | None = None
 
@@ -91,4 +93,5 @@ class UplinkCounters:
             "reconnects": self.reconnects,
             "errors": self.errors,
             "last_error": self.last_error,
+            **({"sparkplug": dict(self.sparkplug)} if self.sparkplug else {}),
         }

@@ -16,8 +16,9 @@ from collections import OrderedDict
 from typing import Any
 
 from agent.management.protocol import CommandError
+from agent.pipeline.pacing import TokenBucket
 
-__all__ = ["Guard", "ReplayCache", "TokenBucket", "canonical", "sign"]
+__all__ = ["Guard", "ReplayCache", "canonical", "sign"]
 
 
 def canonical(request: dict[str, Any]) -> bytes:
@@ -28,26 +29,6 @@ def canonical(request: dict[str, Any]) -> bytes:
 
 def sign(request: dict[str, Any], key: bytes) -> str:
     return hmac.new(key, canonical(request), hashlib.sha256).hexdigest()
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up."""
-
-    def __init__(self, rate: float, burst: float, *, clock: Any = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._at = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class ReplayCache:
@@ -108,7 +89,7 @@ class Guard:
         self.replays.capacity = max(self.replays.capacity, int(rate * 2 * window_s * 2) + 64)
 
     def rate_ok(self) -> bool:
-        return self.bucket.take()
+        return self.bucket.try_take()
 
     def check_signature(self, request: dict[str, Any], command: str) -> None:
         """Signature, then window, then replay: only authentic ids enter the cache."""

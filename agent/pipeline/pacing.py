@@ -44,6 +44,14 @@ class TokenBucket:
         self._refill()
         self.tokens -= n
 
+    def try_take(self, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if they are there now (a rate limit that refuses)."""
+        self._refill()
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
 
 class Pacer:
     """Both limits of a connection; one publish at a time waits for tokens.

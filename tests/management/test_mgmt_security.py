@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from agent.management.protocol import CommandError
-from agent.management.security import Guard, ReplayCache, TokenBucket, canonical, sign
+from agent.management.security import Guard, ReplayCache, canonical, sign
+from agent.pipeline.pacing import TokenBucket
 from tests.conftest import Broker
 from tests.management.conftest import running_agent
 
@@ -86,9 +87,9 @@ def test_replay_cache_is_bounded_and_refuses_rather_than_forgets() -> None:
 def test_token_bucket() -> None:
     t = [0.0]
     bucket = TokenBucket(rate=2, burst=4, clock=lambda: t[0])
-    assert [bucket.take() for _ in range(5)] == [True] * 4 + [False]
+    assert [bucket.try_take() for _ in range(5)] == [True] * 4 + [False]
     t[0] += 0.5
-    assert bucket.take() and not bucket.take()
+    assert bucket.try_take() and not bucket.try_take()
 
 
 async def test_signed_commands_against_the_gateway(broker: Broker, tmp_path: Path,

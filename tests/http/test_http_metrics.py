@@ -41,6 +41,7 @@ async def test_metric_names_types_and_labels(running: Running) -> None:
         "edge_agent_device_polls": "counter",
         "edge_agent_device_errors": "counter",
         "edge_agent_device_overruns": "counter",
+        "edge_agent_device_restarts": "counter",
         "edge_agent_device_read_duration_seconds": "histogram",
         "edge_agent_http_unauthorized": "counter",
         "edge_agent_process_resident_memory_bytes": "gauge",

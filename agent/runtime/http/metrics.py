@@ -120,6 +120,9 @@ class AgentCollector(Collector):
                                       labels=[*_DEV, "reason"])
         overruns = CounterMetricFamily("edge_agent_device_overruns",
                                        "Poll ticks skipped because a read overran", labels=_DEV)
+        restarts = CounterMetricFamily("edge_agent_device_restarts",
+                                       "Device tasks restarted after an unexpected error",
+                                       labels=_DEV)
         connects = CounterMetricFamily("edge_agent_device_connects", "Connections opened",
                                        labels=_DEV)
         last_good = GaugeMetricFamily("edge_agent_device_last_success_timestamp_seconds",
@@ -136,6 +139,7 @@ class AgentCollector(Collector):
                 reasons.add_metric([*labels, reason], n)
             overruns.add_metric(labels, c.overruns)
             connects.add_metric(labels, c.reconnects)
+            restarts.add_metric(labels, c.device_restarts)
             if c.last_good_ms is not None:
                 last_good.add_metric(labels, c.last_good_ms / 1000)
             cumulative, buckets = 0, []
@@ -143,7 +147,7 @@ class AgentCollector(Collector):
                 cumulative += n
                 buckets.append((bound, cumulative))
             latency.add_metric(labels, buckets, c.latency_sum_ms / 1000)
-        yield from (up, polls, errors, reasons, overruns, connects, last_good, latency)
+        yield from (up, polls, errors, reasons, overruns, connects, restarts, last_good, latency)
 
     def _alarms(self) -> Iterator[Metric]:
         # Hook for the processing stage's alarms: counted per device (alarm

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from agent.cli.remote.client import RemoteTimeout
 from agent.config.store import LAST_GOOD
 from tests.conftest import Broker, Collector, async_wait_until, free_port
 from tests.management.conftest import BASE, Running, payloads, running_agent
@@ -264,7 +265,16 @@ async def test_new_gateway_id_moves_the_command_topic(broker: Broker, tmp_path: 
         assert reply["ok"], reply
         await async_wait_until(lambda: not gw.agent.lifecycle.pending, 30, "the push confirmed")
         async with gw.client(gateway="gw-9") as moved:
-            pong = await moved.call("ping")
+            # The reply to config.apply goes out before the uplink reconnects
+            # with the new id: a ping sent before that reconnect reaches no
+            # subscriber and is lost (QoS 1 to nobody). Ask until it answers.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    pong = await moved.call("ping", wait=5)
+                    break
+                except RemoteTimeout:
+                    assert time.monotonic() < deadline, "gw-9 never answered a ping"
             assert pong["ok"], pong
             got = await moved.call("config.get")
             assert "id: gw-9" in got["result"]["yaml"]

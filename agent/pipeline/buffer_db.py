@@ -65,6 +65,10 @@ class BufferStats:
     dropped_samples: int = 0
     pending_dropped_samples: int = 0
     held_dropped_samples: int = 0
+    # Dropped by the limits while already on their way to the broker, and
+    # acknowledged after all: counted in dropped_batches, yet not lost.
+    # Batches lost = dropped_batches - dropped_delivered_batches (= the gaps).
+    dropped_delivered_batches: int = 0
     write_errors: int = 0
     disk_bytes: int = 0
 
@@ -78,6 +82,7 @@ class BufferStats:
             "committed_batches": self.committed_batches,
             "committed_samples": self.committed_samples,
             "dropped_batches": self.dropped_batches,
+            "dropped_delivered_batches": self.dropped_delivered_batches,
             "dropped_samples": (self.dropped_samples + self.pending_dropped_samples
                                 + self.held_dropped_samples),
             "write_errors": self.write_errors,
@@ -94,6 +99,7 @@ class _Delta:
     committed_samples: int = 0
     dropped_batches: int = 0
     dropped_samples: int = 0
+    dropped_delivered: int = 0
     why: str = ""
     stored: list[StoredBatch] = field(default_factory=list)
 
@@ -184,6 +190,7 @@ class BufferDb:
         st.committed_samples += delta.committed_samples
         st.dropped_batches += delta.dropped_batches
         st.dropped_samples += delta.dropped_samples
+        st.dropped_delivered_batches += delta.dropped_delivered
         self._fresh.extend(delta.stored)
         self._refresh_oldest(db)
         if delta.dropped_batches:
@@ -429,6 +436,8 @@ class BufferDb:
             db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", chunk)  # noqa: S608
             d.batches -= row[0]
             d.bytes -= row[1]
+            # An acked seq with no row was dropped by the limits while in flight.
+            d.dropped_delivered += len(set(chunk)) - row[0]
 
     def _refresh_oldest(self, db: sqlite3.Connection) -> None:
         # The first row by seq (the primary key): no scan of created_ms, which

@@ -19,7 +19,8 @@ from agent.runtime.logs import register_secrets_from
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _site_text(devices: int = 2, tags: int = 3, password: str | None = None) -> str:
+def _site_text(devices: int = 2, tags: int = 3, password: str | None = None,
+               **tag_keys: object) -> str:
     mqtt: dict[str, object] = {"url": "mqtt://127.0.0.1:1"}
     if password is not None:
         mqtt.update(username="u", password=password)
@@ -27,8 +28,8 @@ def _site_text(devices: int = 2, tags: int = 3, password: str | None = None) -> 
         "gateway": {"id": "gw", "site": "s"}, "uplink": {"mqtt": mqtt},
         "devices": [{"name": f"d{i}", "driver": "modbus", "poll": "1s",
                      "connection": {"transport": "tcp", "host": "127.0.0.1", "port": 5020 + i},
-                     "tags": [{"name": f"t{j}", "address": f"HR{j}", "type": "uint16"}
-                              for j in range(tags)]} for i in range(devices)]})
+                     "tags": [{"name": f"t{j}", "address": f"HR{j}", "type": "uint16",
+                               **tag_keys} for j in range(tags)]} for i in range(devices)]})
 
 
 def test_the_child_answers_what_the_loader_answers(tmp_path: Path,
@@ -131,3 +132,21 @@ def test_store_loads_through_the_child(tmp_path: Path) -> None:
     path.write_text(_site_text())
     site = ConfigStore(tmp_path, path).load_site()
     assert site.hash == parse_site(path.read_text(), str(path)).hash
+
+
+def test_compacted_tags_share_equal_values_and_stay_equal(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(_site_text(devices=3, tags=50, scale=1))
+    site, plain = load_site(path), load_site(path)
+    offload.compact_site(site)
+    assert site.devices == plain.devices
+    assert [d.model_dump() for d in site.devices] == [d.model_dump() for d in plain.devices]
+    tags = [t for d in site.devices for t in d.tags]
+    assert len({id(t.__pydantic_fields_set__) for t in tags}) == 1
+    assert len({id(t.__dict__["type"]) for t in tags}) == 1
+    assert all(type(t.__dict__["scale"]) is float for t in tags)  # 1 stays 1.0, not int 1
+    assert "scale" in tags[0].model_fields_set and "order" not in tags[0].model_fields_set
+    # What the agent gets from the child is compacted the same way.
+    there = offload.off_process(lambda: load_site(path))
+    assert there.devices == plain.devices
+    assert len({id(t.__pydantic_fields_set__) for d in there.devices for t in d.tags}) == 1

@@ -170,12 +170,12 @@ def _child(load: Callable[[], Any], fd: int) -> None:  # pragma: no cover - runs
             answer = ("ok", _compacted(load()))
         except ConfigErrors as err:
             answer = ("errors", [(p.line, p.path, p.message) for p in err.problems], err.source)
-        except BaseException as err:  # noqa: BLE001 - the parent redoes it and sees it raise
+        except BaseException as err:  # the parent redoes it and sees it raise
             answer = ("crash", f"{type(err).__name__}: {err}")
         view = memoryview(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
         while view:
             view = view[os.write(fd, view):]
-    except BaseException:  # noqa: BLE001 - no answer: the parent validates in-process
+    except BaseException:  # no answer: the parent validates in-process
         code = 1
     finally:
         # Never the agent's teardown (atexit, buffers, its sqlite connection).

@@ -18,6 +18,7 @@ as before, so the answer is always the loader's own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 
 from agent.config.load import ConfigErrors, Problem, Site
 
-__all__ = ["DEADLINE_S", "compact_site", "off_process", "release_free_memory"]
+__all__ = ["DEADLINE_S", "compact_site", "off_process", "release_free_memory", "reuse_running"]
 
 log = logging.getLogger("agent.config")
 
@@ -127,6 +128,24 @@ def compact_site(site: Site) -> None:
 
 
 _SCALARS = frozenset({str, float, int})
+
+
+def reuse_running(site: Site, running: Site | None) -> Site:
+    """``site`` with each device that equals a running one replaced by the running object.
+
+    A reload that changes one device restarts only that one; the others keep
+    running with their old config objects.  Without this, the new site would
+    hold equal copies of them for as long as it runs: a second copy of every
+    unchanged tag (10,000 tags: ~7 MB), and the scheduler would compare them
+    field by field again.
+    """
+    if running is None:
+        return site
+    old = {d.name: d for d in running.devices}
+    devices = tuple(old[d.name] if old.get(d.name) == d else d for d in site.devices)
+    if all(a is b for a, b in zip(devices, site.devices, strict=True)):
+        return site
+    return dataclasses.replace(site, devices=devices)
 
 
 def _read_all(fd: int, pid: int) -> bytes:

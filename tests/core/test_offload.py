@@ -150,3 +150,20 @@ def test_compacted_tags_share_equal_values_and_stay_equal(tmp_path: Path) -> Non
     there = offload.off_process(lambda: load_site(path))
     assert there.devices == plain.devices
     assert len({id(t.__pydantic_fields_set__) for d in there.devices for t in d.tags}) == 1
+
+
+def test_a_reload_keeps_the_running_objects_of_unchanged_devices(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(_site_text(devices=3, tags=20))
+    running = load_site(path)
+    text = _site_text(devices=3, tags=20).replace("port: 5021", "port: 5099")
+    new = parse_site(text, str(path))
+    site = offload.reuse_running(new, running)
+    assert site.text == text and site.hash == new.hash and site.config is new.config
+    assert site.devices == new.devices
+    assert site.devices[0] is running.devices[0] and site.devices[2] is running.devices[2]
+    assert site.devices[1] is new.devices[1]  # the changed one is the new config
+    assert offload.reuse_running(new, None) is new
+    # Nothing equal: the site is returned as it came.
+    other = parse_site(text.replace("127.0.0.1", "127.0.0.2"), str(path))
+    assert offload.reuse_running(other, running) is other

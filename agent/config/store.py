@@ -19,6 +19,7 @@ Every write is atomic: a power cut leaves the old or the new file, never half.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
+from agent.config.offload import off_process
 
 __all__ = ["LAST_GOOD", "PENDING", "PROBATION", "ROLLED_BACK", "ConfigStore", "atomic_write",
            "clear_probation", "default_state_dir", "on_probation", "read_probation",
@@ -129,7 +131,7 @@ class ConfigStore:
         """The site file, validated; raises ConfigErrors with every problem."""
         if self.site_path is None:
             raise ValueError("this agent has no site file")
-        return load_site(self.site_path)
+        return off_process(functools.partial(load_site, self.site_path))
 
     def load_at_start(self) -> tuple[Site, ConfigErrors | None]:
         """The site file, else last-good with the site file's problems, else raise them."""

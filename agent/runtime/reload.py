@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from agent.config.load import ConfigErrors, Site
+from agent.config.offload import reuse_running
 from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from
 from agent.runtime.state_report import now_iso
@@ -249,6 +250,7 @@ class ConfigLifecycle:
             running = self.agent.site
             if site.hash == running.hash and not self.pending:
                 return {"applied": False, "unchanged": True, "hash": site.hash}
+            site = reuse_running(site, running)  # unchanged devices: one copy, not two
             if write_file:
                 # First: a site file we cannot write leaves everything as it was.
                 await asyncio.to_thread(self.store.write_site, site.text)

@@ -74,11 +74,13 @@ class ModbusDriver(Driver):
         if self.context.links.release(bus.key, self._owner) is not None:
             bus.close()  # the last device on this link
 
-    async def _request(self, block: Block, retries: int) -> Any:
+    async def _request(self, block: Block, retries: int, sent: list[int] | None = None) -> Any:
         unit, fc, count = self.conn.unit, block.fc, block.count
         self._counters.count("requests")
 
         def call(client: Any) -> Any:
+            if sent is not None and not sent:
+                sent.append(now_ms())  # the scan's first request goes on the wire now
             if fc == 3:
                 return client.read_holding_registers(block.start, count=count, device_id=unit)
             if fc == 4:
@@ -155,6 +157,10 @@ class ModbusDriver(Driver):
 
     async def read(self, tags: Sequence[str] | None = None) -> Sample:
         ts = now_ms()
+        # The sample's ts is when its first request went out, not when the
+        # scan began: on a shared bus a scan may first wait for other
+        # devices' requests, and that wait is no part of "the moment of the read".
+        sent: list[int] = []
         names = None if tags is None else tuple(tags)
         blocks = self.planner.plan(names)
         values: dict[str, Any] = {}
@@ -171,7 +177,7 @@ class ModbusDriver(Driver):
             # A snapshot: a remote read may run the same plan concurrently.
             for block in tuple(blocks):
                 try:
-                    reply = await self._request(block, retries)
+                    reply = await self._request(block, retries, sent)
                 except ExceptionReply as err:
                     self._counters.count(f"exception_{err.exception_code}")
                     if err.exception_code in SPLIT_CODES and len(block.specs) > 1:
@@ -202,7 +208,7 @@ class ModbusDriver(Driver):
             values = {name: values.get(name) for name in names}
         if self.conn.close_after_scan:
             await bus.idle_close()
-        return Sample(ts=ts, values=values, bad=bad)
+        return Sample(ts=sent[0] if sent else ts, values=values, bad=bad)
 
     async def write(self, tag: str, value: Any) -> Any:
         spec = self.planner.spec(tag)

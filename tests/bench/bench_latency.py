@@ -175,6 +175,7 @@ async def main(a: argparse.Namespace) -> None:
                              re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?f(?:data)?sync",
                                          err, re.M))
             hwm = _proc_kb(agent.pid, "VmHWM") / 1024
+            rss_now = _proc_kb(agent.pid, "VmRSS") / 1024
             bare_rss = _proc_kb(bare.pid, "VmRSS") / 1024
             sub.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -190,7 +191,8 @@ async def main(a: argparse.Namespace) -> None:
                       f"p99 {q[98]:.0f}, max {max(lags):.0f} ms")
             print(f"baseline plain QoS 1 round trip ({int(statistics.median(sizes)) if sizes else 0} B):"
                   f" median {statistics.median(plain):.1f} ms, max {max(plain):.1f} ms")
-            print(f"peak RSS {hwm:.1f} MB (bare interpreter {bare_rss:.1f} MB)")
+            print(f"peak RSS {hwm:.1f} MB, at the end {rss_now:.1f} MB "
+                  f"(bare interpreter {bare_rss:.1f} MB)")
             if readings:
                 print(f"CPU {cpu:.1f} s = {cpu / readings * 1e6:.2f} CPU-s per million readings "
                       f"({cpu / elapsed * 100:.0f} % of one core)")

@@ -6,7 +6,8 @@ A ticker on the loop wakes every 5 ms while the file is validated; the
 longest gap between two wake-ups is the stall a poll loop sees.  Variants,
 measured in the same run: validation on the loop (the old SIGHUP path), in a
 thread (the old ``config.apply`` path) and in a thread with cyclic GC paused
-(``agent.runtime.reload.load_registered``, both paths now).  Medians over rounds.
+(``agent.runtime.reload.load_registered``), and that waiting on a forked
+child which validates (``agent.config.offload``: SIGHUP now).  Medians over rounds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import yaml
 
 from agent.config.load import Site, parse_site
+from agent.config.offload import off_process
 from agent.runtime.reload import load_registered
 
 
@@ -64,8 +66,10 @@ async def main(rounds: int) -> None:
         "on the loop (old SIGHUP)": lambda: parse_site(text),
         "thread (old config.apply)": lambda: asyncio.ensure_future(
             asyncio.to_thread(parse_site, text)),
-        "thread, GC paused (now)": lambda: asyncio.ensure_future(
+        "thread, GC paused": lambda: asyncio.ensure_future(
             asyncio.to_thread(load_registered, lambda: parse_site(text))),
+        "forked child (SIGHUP now)": lambda: asyncio.ensure_future(
+            asyncio.to_thread(load_registered, lambda: off_process(lambda: parse_site(text)))),
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(rounds):

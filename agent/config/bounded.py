@@ -46,7 +46,9 @@ log = logging.getLogger("agent.config")
 _busy = False  # one child at a time (per process: the agent has one loop)
 #: A started child, its imports done, waiting for a request.
 _spare: subprocess.Popen[bytes] | None = None
-SPARE_IDLE_S = 600.0
+# A spare is a whole interpreter (~35 MB with the loader imports): worth keeping
+# for a burst of pushes from an operator, not for hours on a small gateway.
+SPARE_IDLE_S = 60.0
 _MAGIC = b"edge-agent-validator/1\n"
 
 

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -231,4 +232,7 @@ if __name__ == "__main__":
         serve_sim(args.serve_sim, args.tags, args.devices)
     else:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        # `timeout` or a Ctrl-C must still run the cleanup that stops the
+        # agent and the simulator: a stray agent skews every later run.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         asyncio.run(main(args))

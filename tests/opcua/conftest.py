@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -30,6 +32,27 @@ class SampleLog:
             if tag in s.values:
                 return s.values[tag]
         return "<none>"
+
+
+class Streamer(SampleLog):
+    """Runs ``driver.stream`` in a task and keeps what it emits."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.samples: list[Sample] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.driver.connect()
+        self.task = asyncio.create_task(self.driver.stream(self.emit))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.driver.close()
 
 
 # The shared condition wait, under the name these tests use.

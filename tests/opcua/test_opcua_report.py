@@ -6,7 +6,6 @@ refuses it gets the item without one, and the agent's stage filters instead.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +21,7 @@ from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.plugin import PLUGIN
 from drivers.opcua.simulator import SimServer, start_server
-from tests.opcua.conftest import NS, SampleLog
+from tests.opcua.conftest import NS, Streamer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 VT = ua.VariantType
@@ -36,32 +35,18 @@ async def sim() -> AsyncIterator[SimServer]:
     await server.stop()
 
 
-class Staged(SampleLog):
-    """Runs ``driver.stream``; keeps what the driver emits and what the stage passes."""
+class Staged(Streamer):
+    """A Streamer that also keeps what the processing stage passes."""
 
     def __init__(self, driver: OpcuaDriver) -> None:
-        self.driver = driver
-        self.samples: list[Sample] = []
+        super().__init__(driver)
         self.staged: list[Sample] = []
         self.processing = Processing()
         self.processing.apply([driver.cfg])
-        self.task: asyncio.Task[None] | None = None
 
     def emit(self, samples: list[Sample]) -> None:
         self.samples.extend(samples)
         self.staged.extend(self.processing(self.driver.cfg.name, samples))
-
-    async def __aenter__(self) -> Staged:
-        await self.driver.connect()
-        self.task = asyncio.create_task(self.driver.stream(self.emit))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.driver.close()
 
 
 @contextlib.contextmanager

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,10 +13,9 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from agent.sdk.readings import Sample
 from drivers.opcua.driver import OpcuaDriver
 from drivers.opcua.simulator import SimServer, start_server
-from tests.opcua.conftest import SampleLog
+from tests.opcua.conftest import Streamer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 NS = "urn:edge-agent:demo"
@@ -32,27 +29,6 @@ async def sim() -> AsyncIterator[SimServer]:
     })
     yield server
     await server.stop()
-
-
-class Streamer(SampleLog):
-    """Runs ``driver.stream`` in a task and keeps what it emits."""
-
-    def __init__(self, driver: OpcuaDriver) -> None:
-        self.driver = driver
-        self.samples: list[Sample] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Streamer:
-        await self.driver.connect()
-        self.task = asyncio.create_task(self.driver.stream(self.emit))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.driver.close()
 
 
 def tags(*names: str, **extra: Any) -> list[dict[str, Any]]:

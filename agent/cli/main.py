@@ -10,8 +10,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 
@@ -70,7 +70,17 @@ def cmd_write(args: argparse.Namespace) -> int:
     return run_write(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Sub-commands this module defines; any other comes from COMMANDS_GROUP.
+BUILT_IN = frozenset({"run", "check", "demo", "read", "write"})
+
+
+def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``plugin_commands=False`` leaves out the plugged-in ones.
+
+    Finding them reads every installed package's metadata (importlib.metadata
+    with email, zipfile, csv: ~2 MB) and imports their modules (OPC UA's
+    ``browse``), which ``run`` on a Modbus-only gateway would keep for good.
+    """
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="Shop-floor gateway: polls devices, buffers on disk, forwards over MQTT.",
@@ -119,14 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="where drivers keep state (certificates)")
     p.set_defaults(func=cmd_write)
 
-    # Protocol-specific commands (e.g. OPC UA `browse`) and `remote` plug in here.
+    if plugin_commands:
+        _add_plugin_commands(sub)
+    return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Protocol-specific commands (e.g. OPC UA `browse`) and `remote` plug in here."""
+    from importlib.metadata import entry_points
+
     for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         try:
             ep.load()(sub)
         except Exception as err:
             broken = sub.add_parser(ep.name, help=f"(unavailable: {err})")
             broken.set_defaults(func=lambda _a, e=err, n=ep.name: _unavailable(n, e))
-    return parser
 
 
 def _unavailable(name: str, err: Exception) -> int:
@@ -135,7 +152,11 @@ def _unavailable(name: str, err: Exception) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A built-in command parses without the plugged-in ones; anything else
+    # (a plugin's command, --help, a typo) gets the whole parser.
+    built_in = bool(words) and words[0] in BUILT_IN
+    args = build_parser(plugin_commands=not built_in).parse_args(words)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from agent.config.load import ConfigErrors
+from agent.config.site import ConfigErrors
 from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from, setup_logging
 

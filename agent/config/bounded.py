@@ -36,8 +36,7 @@ import sys
 from typing import Any
 
 from agent.config.limits import VALIDATE_TIMEOUT_S
-from agent.config.load import ConfigErrors, Problem, Site, parse_site
-from agent.config.plugins import load_plugins
+from agent.config.site import ConfigErrors, Problem, Site
 
 __all__ = ["discard_spare", "parse_site_bounded"]
 
@@ -152,6 +151,10 @@ def _child(idle_s: float) -> int:
     answer_to = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever else prints goes to stderr, never into the answer
     sys.stdout = sys.stderr
+    # Imported here, not by the agent that only waits for this answer.
+    from agent.config.load import parse_site
+    from agent.config.plugins import load_plugins
+
     load_plugins()  # the slow part, done while we wait for work
     ready, _, _ = select.select([sys.stdin], [], [], idle_s)
     data = sys.stdin.buffer.read() if ready else b""

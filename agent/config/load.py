@@ -6,11 +6,9 @@ Validation is pure: it never opens a device, a socket or a serial port.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,67 +16,15 @@ from pydantic import BaseModel, ValidationError
 
 from agent.config.limits import MAX_PROBLEMS, MAX_SITE_BYTES, human_size
 from agent.config.model import SiteConfig
-from agent.config.plugins import PluginLoadError, load_plugins
+from agent.config.plugins import PluginLoadError, load_plugins, plugin_refs
 from agent.config.profiles import check_profile
 from agent.config.secrets import resolve_references
+from agent.config.site import ConfigErrors, Loc, Problem, Site
 from agent.config.sparkplug import check_births
 from agent.config.yaml_source import PosDict, YamlProblem, line_of, load_yaml
 from agent.sdk.driver import NAME_PATTERN, DeviceConfig, DriverPlugin
 
 __all__ = ["ConfigErrors", "Problem", "Site", "load_site", "parse_site"]
-
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int
-    path: str
-    message: str
-
-    def format(self, source: str | None) -> str:
-        """``FILE:LINE: key.path: message`` (``LINE: ...`` without a file)."""
-        head = f"{source}:{self.line}" if source else str(self.line)
-        return f"{head}: {_one_line(self.path or '(top)')}: {_one_line(self.message)}"
-
-
-def _one_line(text: str) -> str:
-    """``text`` with control characters escaped: one problem, one line.
-
-    A key or a secret path may hold a newline or an ESC; printed raw it would
-    forge a second problem line or drive the operator's terminal.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
-class ConfigErrors(Exception):
-    def __init__(self, problems: list[Problem], source: str | None) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.line, p.path))
-        self.source = source
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        return "\n".join(p.format(self.source) for p in self.problems)
-
-
-@dataclass(frozen=True)
-class Site:
-    """A validated site file."""
-
-    text: str
-    source: str | None
-    config: SiteConfig
-    devices: tuple[DeviceConfig, ...]
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
-
-    def device(self, name: str) -> DeviceConfig | None:
-        return next((d for d in self.devices if d.name == name), None)
 
 
 def format_loc(loc: Loc) -> str:
@@ -295,8 +241,10 @@ def _parse_site(text: str, source: str | None) -> Site:
         _check_sparkplug(config, devices, raw_devices, root, problems)
     if problems or config is None:
         raise ConfigErrors(problems.capped(text), source)
+    refs = plugin_refs()
+    used = sorted({d.driver for d in devices if d.driver in refs})
     return Site(text=text, source=source, config=config, devices=tuple(devices),
-                warnings=tuple(warnings))
+                warnings=tuple(warnings), drivers=tuple((name, refs[name]) for name in used))
 
 
 def load_site(path: str | Path) -> Site:

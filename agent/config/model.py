@@ -196,8 +196,8 @@ class HttpConfig(StrictModel):
 class SiteConfig(StrictModel):
     gateway: GatewayConfig
     uplink: UplinkConfig
-    buffer: BufferConfig = BufferConfig()
-    management: ManagementConfig = ManagementConfig()
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    management: ManagementConfig = Field(default_factory=ManagementConfig)
     # Local metrics endpoint and status page; off when left out.
     http: HttpConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

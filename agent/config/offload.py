@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agent.config.load import ConfigErrors, Problem, Site
+from agent.config.site import ConfigErrors, Problem, Site
 
 __all__ = ["DEADLINE_S", "compact_site", "off_process", "release_free_memory", "reuse_running"]
 

@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.config.load import ConfigErrors, Site, load_site, parse_site
 from agent.config.offload import off_process
+from agent.config.site import ConfigErrors, Site
 
 __all__ = ["LAST_GOOD", "PENDING", "PROBATION", "ROLLED_BACK", "ConfigStore", "atomic_write",
            "clear_probation", "default_state_dir", "on_probation", "read_probation",
@@ -114,6 +114,20 @@ PENDING = "pending.yaml"
 ROLLED_BACK = "rolled-back.yaml"
 
 
+def _load_file(path: Path) -> Site:
+    # Imported where the parse runs (a forked child): the agent itself never
+    # holds the YAML parser and the validators.
+    from agent.config.load import load_site
+
+    return load_site(path)
+
+
+def _parse_file(path: Path) -> Site:
+    from agent.config.load import parse_site
+
+    return parse_site(path.read_text(encoding="utf-8"), str(path))
+
+
 class ConfigStore:
     """The site file and the state directory's config files, for one agent.
 
@@ -131,7 +145,7 @@ class ConfigStore:
         """The site file, validated; raises ConfigErrors with every problem."""
         if self.site_path is None:
             raise ValueError("this agent has no site file")
-        return off_process(functools.partial(load_site, self.site_path))
+        return off_process(functools.partial(_load_file, self.site_path))
 
     def load_at_start(self) -> tuple[Site, ConfigErrors | None]:
         """The site file, else last-good with the site file's problems, else raise them."""
@@ -152,7 +166,7 @@ class ConfigStore:
         """The last good config, or None (never saved, unreadable or no longer valid)."""
         path = self.state_dir / LAST_GOOD
         try:
-            return parse_site(path.read_text(encoding="utf-8"), str(path))
+            return off_process(functools.partial(_parse_file, path))
         except (OSError, ConfigErrors):
             return None
 

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from agent.config.bounded import parse_site_bounded
-from agent.config.load import ConfigErrors
+from agent.config.site import ConfigErrors
 from agent.management.protocol import CommandError
 from agent.runtime.reload import ApplyFailed, load_registered
 

@@ -32,7 +32,7 @@ from agent.management.security import Guard
 from agent.runtime.status import CpuSampler
 
 if TYPE_CHECKING:
-    from agent.config.load import Site
+    from agent.config.site import Site
     from agent.runtime.control import AgentControl
 
 __all__ = ["Call", "Management"]

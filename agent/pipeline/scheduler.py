@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        plugins: dict[str, DriverPlugin],
+        plugins: Mapping[str, DriverPlugin],
         state_dir: Path,
         sink: Sink,
     ) -> None:

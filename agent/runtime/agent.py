@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config.load import Site
-from agent.config.plugins import load_plugins
+from agent.config.plugins import DriverCatalog
+from agent.config.site import Site
 from agent.config.store import ConfigStore
 from agent.pipeline.buffer import Buffer
 from agent.pipeline.processing import Processing
@@ -32,17 +32,12 @@ from agent.runtime.reload import ConfigLifecycle
 from agent.runtime.shutdown import STEP_TIMEOUTS, bounded, bounded_all
 from agent.runtime.state_report import StateReport
 from agent.runtime.systemd import Notifier, Watchdog
-from agent.sdk.driver import Driver, DriverPlugin
+from agent.sdk.driver import Driver
 from agent.sdk.readings import Sample, now_ms
 
 __all__ = ["Agent"]
 
 log = logging.getLogger("agent.app")
-
-
-def _usable_plugins() -> dict[str, DriverPlugin]:
-    # Validation already refused devices whose driver failed to load.
-    return {name: p for name, p in load_plugins().items() if isinstance(p, DriverPlugin)}
 
 
 class Agent:
@@ -86,7 +81,10 @@ class Agent:
         self.processing = Processing()
         self.clock = ClockMonitor(clock)
         self.clock.on_sync.append(self.buffer.restamp)
-        self.scheduler = Scheduler(plugins=_usable_plugins(), state_dir=state_dir,
+        # Only the drivers the site uses are imported (validation already
+        # refused devices whose driver failed to load).
+        self.drivers = DriverCatalog(dict(site.drivers))
+        self.scheduler = Scheduler(plugins=self.drivers, state_dir=state_dir,
                                    sink=self._sink)
         #: The config files (site, last-good, probation) and their one policy.
         self.store = store or ConfigStore(state_dir)
@@ -152,6 +150,7 @@ class Agent:
         """
         old = self.site
         cfg = site.config
+        self.drivers.learn(dict(site.drivers))
         self.processing.apply(site.devices)
         self.tag_cache.enabled = cfg.uplink.mqtt.format == "sparkplug_b"
         try:

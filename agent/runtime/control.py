@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.config.load import ConfigErrors, Site
+from agent.config.site import ConfigErrors, Site
 from agent.pipeline.uplink import Handler
 from agent.pipeline.writes import guarded_write
 from agent.runtime.logs import set_level

@@ -30,8 +30,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from agent.config.load import ConfigErrors, Site
 from agent.config.offload import reuse_running
+from agent.config.site import ConfigErrors, Site
 from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from
 from agent.runtime.state_report import now_iso

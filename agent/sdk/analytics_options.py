@@ -35,7 +35,7 @@ Loc = tuple[str | int, ...]
 
 class _Strict(BaseModel):
     # agent.sdk.driver.StrictModel's settings; that module imports this one.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ComputedTag(_Strict):
@@ -73,7 +73,7 @@ class AggregateWindow(_Strict):
 
 
 class AlarmConfig(_Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, populate_by_name=True)
 
     name: str = Field(pattern=_NAME, description="Alarm name in events and status")
     tag: str = Field(description="Tag watched: a device tag, a computed tag or TAG.STAT")

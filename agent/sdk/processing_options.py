@@ -97,7 +97,7 @@ PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     report: Report | None = Field(
         None, description="always: every reading; change: by exception (default: the format's)")

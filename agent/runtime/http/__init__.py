@@ -14,8 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.config.load import Site
     from agent.config.model import HttpConfig
+    from agent.config.site import Site
     from agent.runtime.agent import Agent
 
 __all__ = ["http_service"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agent.config.site import ConfigErrors
 from agent.config.store import ConfigStore
+from agent.runtime.allocator import limit_malloc_arenas
 from agent.runtime.logs import register_secrets_from, setup_logging
 
 __all__ = ["run_agent"]
@@ -19,6 +20,7 @@ log = logging.getLogger("agent.run")
 
 def run_agent(config: Path, state_dir: Path, *, log_format: str = "text",
               log_level: str | None = None) -> int:
+    limit_malloc_arenas()  # before any thread: arenas are per thread
     setup_logging(log_level or "info", log_format)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)

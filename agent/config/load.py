@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent.config.compact import compact_site
 from agent.config.limits import MAX_PROBLEMS, MAX_SITE_BYTES, human_size
 from agent.config.model import SiteConfig
 from agent.config.plugins import PluginLoadError, load_plugins, plugin_refs
@@ -243,8 +244,10 @@ def _parse_site(text: str, source: str | None) -> Site:
         raise ConfigErrors(problems.capped(text), source)
     refs = plugin_refs()
     used = sorted({d.driver for d in devices if d.driver in refs})
-    return Site(text=text, source=source, config=config, devices=tuple(devices),
+    site = Site(text=text, source=source, config=config, devices=tuple(devices),
                 warnings=tuple(warnings), drivers=tuple((name, refs[name]) for name in used))
+    compact_site(site)
+    return site
 
 
 def load_site(path: str | Path) -> Site:

@@ -6,7 +6,6 @@ Defaults live here and only here.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -169,6 +168,8 @@ def split_listen(listen: str) -> tuple[str, int]:
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # here: a gateway without `http:` never needs the module (~0.2 MB)
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

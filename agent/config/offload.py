@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
+from agent.config.compact import compact_site
 from agent.config.site import ConfigErrors, Problem, Site
 
 __all__ = ["DEADLINE_S", "compact_site", "off_process", "release_free_memory", "reuse_running"]
@@ -83,51 +82,9 @@ def off_process(load: Callable[[], T]) -> T:
 
 def _in_process(load: Callable[[], T]) -> T:
     try:
-        return _compacted(load())
+        return load()
     finally:
         release_free_memory()
-
-
-def _compacted(result: T) -> T:
-    if isinstance(result, Site):
-        compact_site(result)
-    elif isinstance(result, tuple):
-        for item in result:
-            if isinstance(item, Site):
-                compact_site(item)
-    return result
-
-
-def compact_site(site: Site) -> None:
-    """Share what the tags of a validated site hold in equal copies (~1/3 of a tag's memory).
-
-    One pydantic model per tag is ~980 B on a 10,000-tag site: the object,
-    its ``__dict__``, its own set of the keys the file gave (216 B) and its own
-    copy of every value ("uint16", 1.0, 0.0 ...).  Tags are frozen models, so
-    equal sets and equal scalar values can be one object: pickle then sends
-    each once, and the agent keeps ~650 B per tag.  Nothing is copied or
-    changed: every tag compares, dumps and validates as before.
-    """
-    sets: dict[frozenset[str], set[str]] = {}
-    values: dict[tuple[type, object], object] = {}
-    for device in site.devices:
-        for tag in device.tags:
-            if not isinstance(tag, BaseModel) or not tag.model_config.get("frozen"):
-                continue
-            given = tag.__pydantic_fields_set__
-            shared = sets.setdefault(frozenset(given), given)
-            if shared is not given:
-                object.__setattr__(tag, "__pydantic_fields_set__", shared)
-            fields = tag.__dict__
-            for key, value in fields.items():
-                if type(value) in _SCALARS:
-                    # By type too: 1 == 1.0 == True must stay three values.
-                    one = values.setdefault((type(value), value), value)
-                    if one is not value:
-                        fields[key] = one
-
-
-_SCALARS = frozenset({str, float, int})
 
 
 def reuse_running(site: Site, running: Site | None) -> Site:
@@ -186,7 +143,7 @@ def _child(load: Callable[[], Any], fd: int) -> None:  # pragma: no cover - runs
         gc.disable()
         answer: tuple[Any, ...]
         try:
-            answer = ("ok", _compacted(load()))
+            answer = ("ok", load())
         except ConfigErrors as err:
             answer = ("errors", [(p.line, p.path, p.message) for p in err.problems], err.source)
         except BaseException as err:  # the parent redoes it and sees it raise

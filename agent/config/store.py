@@ -122,10 +122,10 @@ def _load_file(path: Path) -> Site:
     return load_site(path)
 
 
-def _parse_file(path: Path) -> Site:
+def _parse_text(text: str, source: str) -> Site:
     from agent.config.load import parse_site
 
-    return parse_site(path.read_text(encoding="utf-8"), str(path))
+    return parse_site(text, source)
 
 
 class ConfigStore:
@@ -166,8 +166,10 @@ class ConfigStore:
         """The last good config, or None (never saved, unreadable or no longer valid)."""
         path = self.state_dir / LAST_GOOD
         try:
-            return off_process(functools.partial(_parse_file, path))
-        except (OSError, ConfigErrors):
+            # Read here: a missing file is no reason to start a validator.
+            text = path.read_text(encoding="utf-8")
+            return off_process(functools.partial(_parse_text, text, str(path)))
+        except (OSError, UnicodeDecodeError, ConfigErrors):
             return None
 
     def promote(self, site: Site) -> None:

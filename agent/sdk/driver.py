@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_serializer
 
 from agent.sdk.analytics_options import AnalyticsOptions
 from agent.sdk.counters import DeviceCounters
 from agent.sdk.links import SharedLinks
 from agent.sdk.processing_options import ProcessingDeviceOptions, ProcessingTagOptions
 from agent.sdk.readings import Sample
+from agent.sdk.tag_table import TagTable
 from agent.sdk.types import Duration
 
 __all__ = [
@@ -87,10 +88,28 @@ class DeviceConfig(AnalyticsOptions, ProcessingDeviceOptions, StrictModel):
     poll: Duration = Field(1.0, gt=0, description="Poll period (seconds, or 500ms, 1s, 5m)")
     tags: Sequence[TagConfig] = Field(default_factory=list)
 
+    @field_serializer("tags", mode="wrap", check_fields=False)
+    def _tags_as_list(self, tags: Sequence[TagConfig], handler: SerializerFunctionWrapHandler,
+                      ) -> Any:
+        # A validated site keeps tags as a TagTable (rows, not models): dumped
+        # as the list of tags it stands for, as before.
+        return handler(list(tags))
+
     def tag_names(self) -> list[str]:
+        if isinstance(self.tags, TagTable):
+            return self.tags.column("name")
         return [t.name for t in self.tags]
 
+    def tag_values(self, field: str) -> list[Any]:
+        """One option of every tag, in order (``tag_values("unit")``), without building tags."""
+        if isinstance(self.tags, TagTable):
+            return self.tags.column(field)
+        return [getattr(t, field) for t in self.tags]
+
     def find_tag(self, name: str) -> TagConfig | None:
+        if isinstance(self.tags, TagTable):
+            found: TagConfig | None = self.tags.find(name)
+            return found
         for tag in self.tags:
             if tag.name == name:
                 return tag

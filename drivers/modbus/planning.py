@@ -17,8 +17,8 @@ keeps the narrowed requests (see ``driver.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from drivers.modbus.addressing import TABLES, Table
 from drivers.modbus.codec import BlockDecoder
@@ -39,11 +39,20 @@ class TagSpec:
     start: int
     size: int
     bit: int | None
-    tag: ModbusTag
+    #: The device's tags and this one's place in them.  Not the tag itself: a
+    #: validated site keeps tags as rows (agent.sdk.tag_table) and builds a tag
+    #: when asked, so holding one per spec would keep every tag's model alive.
+    tags: Sequence[ModbusTag] = field(compare=False, repr=False)
+    index: int = field(compare=False)
 
     @property
     def end(self) -> int:
         return self.start + self.size
+
+    @property
+    def tag(self) -> ModbusTag:
+        """The tag's options (built on each call: keep what you need)."""
+        return self.tags[self.index]
 
 
 @dataclass(slots=True)
@@ -78,12 +87,12 @@ def make_block(specs: Sequence[TagSpec]) -> Block:
     return block
 
 
-def resolve(device: ModbusDevice, tags: Iterable[ModbusTag]) -> list[TagSpec]:
+def resolve(device: ModbusDevice, tags: Sequence[ModbusTag]) -> list[TagSpec]:
     out = []
-    for tag in tags:
+    for i, tag in enumerate(tags):
         addr = tag.parsed(device.addressing)
         size = 1 if addr.is_bit_table else tag.registers
-        out.append(TagSpec(tag.name, addr.table, addr.offset, size, addr.bit, tag))
+        out.append(TagSpec(tag.name, addr.table, addr.offset, size, addr.bit, tags, i))
     return out
 
 

@@ -15,6 +15,7 @@ from agent.config import offload
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
 from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from
+from agent.sdk.tag_table import TagTable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,19 +138,25 @@ def test_store_loads_through_the_child(tmp_path: Path) -> None:
 def test_compacted_tags_share_equal_values_and_stay_equal(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(_site_text(devices=3, tags=50, scale=1))
-    site, plain = load_site(path), load_site(path)
-    offload.compact_site(site)
-    assert site.devices == plain.devices
-    assert [d.model_dump() for d in site.devices] == [d.model_dump() for d in plain.devices]
+    site = load_site(path)
+    assert all(isinstance(d.tags, TagTable) for d in site.devices)  # validation compacts
+    # The same tags as models, one per tag, as validation made them before.
+    plain = [d.model_copy(update={"tags": [type(t).model_validate(t.model_dump()) for t in d.tags]})
+             for d in site.devices]
+    assert all(isinstance(d.tags, list) for d in plain)
+    assert list(site.devices) == plain and plain == list(site.devices)
+    assert [d.model_dump() for d in site.devices] == [d.model_dump() for d in plain]
     tags = [t for d in site.devices for t in d.tags]
-    assert len({id(t.__pydantic_fields_set__) for t in tags}) == 1
-    assert len({id(t.__dict__["type"]) for t in tags}) == 1
+    assert len({id(t.__dict__["type"]) for t in tags}) == 1  # one "uint16" for all
     assert all(type(t.__dict__["scale"]) is float for t in tags)  # 1 stays 1.0, not int 1
     assert "scale" in tags[0].model_fields_set and "order" not in tags[0].model_fields_set
-    # What the agent gets from the child is compacted the same way.
+    # Compacting again changes nothing.
+    offload.compact_site(site)
+    assert list(site.devices) == plain
+    # What the agent gets from the child is the same.
     there = offload.off_process(lambda: load_site(path))
-    assert there.devices == plain.devices
-    assert len({id(t.__pydantic_fields_set__) for d in there.devices for t in d.tags}) == 1
+    assert there.devices == site.devices
+    assert all(isinstance(d.tags, TagTable) for d in there.devices)
 
 
 def test_a_reload_keeps_the_running_objects_of_unchanged_devices(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def status_data(agent: Agent, shared: Shared) -> dict[str, Any]:
         "broker": f"{cfg.uplink.mqtt.host}:{cfg.uplink.mqtt.port}",
         "device_info": {
             d.name: {"driver": d.driver, "poll_s": d.poll,
-                     "units": {t.name: t.unit for t in d.tags if t.unit}}
+                     "units": {name: unit for name, unit in
+                               zip(d.tag_names(), d.tag_values("unit"), strict=True) if unit}}
             for d in agent.site.devices
         },
         "problems": shared.problems.items(),

@@ -1,4 +1,4 @@
-"""Make a validated site cheap to keep: shared values, tags as rows (see TagTable)."""
+"""Make a validated site cheap to keep: shared values, tags by column (see TagTable)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def compact_site(site: Site) -> None:
     its ``__dict__`` of every field (~550 B), its own set of the keys the
     file gave (216 B) and its own copy of every value ("uint16", 1.0, 0.0
     ...).  Equal values become one object, and each device's tags become a
-    :class:`TagTable`: one row of those values per tag (~180 B), the same
-    models built on access.  Pickle then sends each shared value once.
+    :class:`TagTable`: per field, the one value all tags share or a tuple of
+    one per tag (a Modbus tag that gives name, address and type: ~130 B with
+    its name and address), the same models built on access.  Pickle then
+    sends each shared value once.
     Every device compares, dumps and validates as before.
     """
     sets: dict[frozenset[str], set[str]] = {}

@@ -91,7 +91,7 @@ class DeviceConfig(AnalyticsOptions, ProcessingDeviceOptions, StrictModel):
     @field_serializer("tags", mode="wrap", check_fields=False)
     def _tags_as_list(self, tags: Sequence[TagConfig], handler: SerializerFunctionWrapHandler,
                       ) -> Any:
-        # A validated site keeps tags as a TagTable (rows, not models): dumped
+        # A validated site keeps tags as a TagTable (columns, not models): dumped
         # as the list of tags it stands for, as before.
         return handler(list(tags))
 

@@ -40,7 +40,7 @@ class TagSpec:
     size: int
     bit: int | None
     #: The device's tags and this one's place in them.  Not the tag itself: a
-    #: validated site keeps tags as rows (agent.sdk.tag_table) and builds a tag
+    #: validated site keeps tags by column (agent.sdk.tag_table) and builds a tag
     #: when asked, so holding one per spec would keep every tag's model alive.
     tags: Sequence[ModbusTag] = field(compare=False, repr=False)
     index: int = field(compare=False)

@@ -1,4 +1,4 @@
-"""A validated site keeps each device's tags as rows (TagTable): same tags, less memory."""
+"""A validated site keeps each device's tags by column (TagTable): same tags, less memory."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_a_device_dumps_pickles_and_compares_as_with_a_list() -> None:
         hash(device.tags)  # as the list it stands for
 
 
-def test_a_tag_costs_a_third_less_kept_as_a_row() -> None:
+def test_a_tag_kept_in_a_table_costs_a_fraction_of_a_model() -> None:
     """The memory kept per tag, as the agent gets it (unpickled from the validator)."""
     count = 2000
     text = _site([{"name": f"r{i}", "address": f"HR{i}", "type": "uint16"}
@@ -104,5 +104,6 @@ def test_a_tag_costs_a_third_less_kept_as_a_row() -> None:
         return size / count
 
     rows, models = kept(as_rows), kept(as_models)
-    print(f"\nper tag: {rows:.0f} B as rows, {models:.0f} B as models ({rows / models:.2f}x)")
-    assert rows < 0.7 * models, (rows, models)
+    print(f"\nper tag: {rows:.0f} B in a table, {models:.0f} B as models ({rows / models:.2f}x)")
+    # Measured: ~130 B against ~930 B (the name and address strings are most of it).
+    assert rows < 0.4 * models, (rows, models)

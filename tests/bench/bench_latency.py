@@ -1,7 +1,7 @@
 """Read-to-subscriber latency, peak memory, CPU and flash wear of a loaded agent.
 
 Run: .venv/bin/python tests/bench/bench_latency.py [--seconds 30] [--devices 10]
-         [--tags 1000] [--poll 100ms] [--strace]
+         [--tags 1000] [--poll 100ms] [--strace] [--reloads N]
 
 The shape of issue 16's run: a pymodbus simulator (its own process), a
 private Mosquitto, and ``edge-agent run`` polling DEVICES x TAGS registers
@@ -201,6 +201,18 @@ async def main(a: argparse.Namespace) -> None:
                   + (f", {fsyncs / elapsed:.1f} fsyncs/s" if fsyncs is not None else ""))
             median_size = statistics.median(sizes) if sizes else 0
             print(f"messages: {len(sizes) / elapsed:.1f}/s, median {median_size:.0f} B")
+            for n in range(1, a.reloads + 1):
+                # One device changed (its timeout), the others as they were: a
+                # reload must restart that one and keep no second copy of the rest.
+                devices[0]["connection"]["timeout"] = f"{2 + n}s"
+                site.write_text(yaml.safe_dump({
+                    "gateway": {"id": "gw-bench", "site": "b"},
+                    "uplink": {"mqtt": {"url": broker.url}}, "devices": devices}))
+                agent.send_signal(signal.SIGHUP)
+                await asyncio.sleep(a.warmup)
+                print(f"after SIGHUP {n} (device press-0 changed): RSS "
+                      f"{_proc_kb(agent.pid, 'VmRSS') / 1024:.1f} MB, peak "
+                      f"{_proc_kb(agent.pid, 'VmHWM') / 1024:.1f} MB")
         finally:
             if agent is not None:
                 agent.terminate()
@@ -225,6 +237,8 @@ if __name__ == "__main__":
     ap.add_argument("--tags", type=int, default=1000)
     ap.add_argument("--poll", default="100ms")
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--reloads", type=int, default=0,
+                    help="then SIGHUP this many times, one device changed each time")
     ap.add_argument("--one-endpoint", action="store_true",
                     help="all devices behind one simulator port (they share one connection)")
     args = ap.parse_args()

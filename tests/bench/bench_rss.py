@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,20 +55,24 @@ async def main(seconds: float, tags_per_device: int) -> None:
                 agent = subprocess.Popen(
                     [sys.executable, "-m", "agent.cli.main", "run", "-c", str(site), "--state-dir",
                      str(work / "state")], stderr=subprocess.DEVNULL)
-                await asyncio.sleep(5)  # start-up, not measured
-                proc = psutil.Process(agent.pid)
-                cpu0 = sum(proc.cpu_times()[:2])
-                await asyncio.sleep(seconds)
-                cpu = sum(proc.cpu_times()[:2]) - cpu0
-                readings = 10 * tags_per_device * seconds
-                print(f"agent RSS {rss_mb(agent.pid):.1f} MB vs bare python "
-                      f"{rss_mb(bare.pid):.1f} MB")
-                print(f"agent CPU {cpu:.2f} s over {seconds:.0f} s for {readings:,.0f} readings = "
-                      f"{cpu / readings * 1e6:.1f} CPU s per million readings "
-                      f"({cpu / seconds * 100:.1f} % of one core)")
-                agent.terminate()
-                agent.wait(20)
-                bare.kill()
+                try:
+                    await asyncio.sleep(5)  # start-up, not measured
+                    proc = psutil.Process(agent.pid)
+                    cpu0 = sum(proc.cpu_times()[:2])
+                    await asyncio.sleep(seconds)
+                    cpu = sum(proc.cpu_times()[:2]) - cpu0
+                    readings = 10 * tags_per_device * seconds
+                    print(f"agent RSS {rss_mb(agent.pid):.1f} MB vs bare python "
+                          f"{rss_mb(bare.pid):.1f} MB")
+                    print(f"agent CPU {cpu:.2f} s over {seconds:.0f} s for {readings:,.0f} readings"
+                          f" = {cpu / readings * 1e6:.1f} CPU s per million readings "
+                          f"({cpu / seconds * 100:.1f} % of one core)")
+                finally:
+                    # Also on SIGTERM (`timeout`) or Ctrl-C: a stray agent skews later runs.
+                    agent.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        agent.wait(20)
+                    bare.kill()
         finally:
             broker.stop()
 
@@ -77,4 +82,5 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--tags", type=int, default=100)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main(a.seconds, a.tags))

@@ -195,8 +195,8 @@ async def main(a: argparse.Namespace) -> None:
             print(f"peak RSS {hwm:.1f} MB, at the end {rss_now:.1f} MB "
                   f"(bare interpreter {bare_rss:.1f} MB)")
             if readings:
-                print(f"CPU {cpu:.1f} s = {cpu / readings * 1e6:.2f} CPU-s per million readings "
-                      f"({cpu / elapsed * 100:.0f} % of one core)")
+                print(f"CPU {cpu:.2f} s = {cpu / readings * 1e6:.2f} CPU-s per million readings "
+                      f"({cpu / elapsed * 100:.2f} % of one core)")
             print(f"disk: {written / elapsed / 1024:.0f} KB/s written"
                   + (f", {fsyncs / elapsed:.1f} fsyncs/s" if fsyncs is not None else ""))
             median_size = statistics.median(sizes) if sizes else 0

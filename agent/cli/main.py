@@ -33,7 +33,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.config.load import ConfigErrors, load_site
 
     try:
-        site = load_site(args.config)
+        site = load_site(args.config, keep=False)  # the verdict only: nothing is kept
     except ConfigErrors as err:
         print(err.render(), file=sys.stderr)
         print(f"{args.config}: {len(err.problems)} problem(s)", file=sys.stderr)

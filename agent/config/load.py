@@ -195,13 +195,17 @@ def _check_sparkplug(config: SiteConfig, devices: Sequence[DeviceConfig], raw: A
         problems.append(Problem(line_of(root, loc), format_loc(loc), message))
 
 
-def parse_site(text: str, source: str | None = None) -> Site:
-    """Validate site YAML text; raise :class:`ConfigErrors` with every problem."""
+def parse_site(text: str, source: str | None = None, *, keep: bool = True) -> Site:
+    """Validate site YAML text; raise :class:`ConfigErrors` with every problem.
+
+    ``keep=False`` skips making the site cheap to keep (:func:`compact_site`)
+    for a caller that only wants the verdict (``check``).
+    """
     if len(text) > MAX_SITE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SITE_BYTES:
         raise ConfigErrors([Problem(1, "", f"the site file is larger than "
                                            f"{human_size(MAX_SITE_BYTES)}")], source)
     try:
-        return _parse_site(text, source)
+        return _parse_site(text, source, keep)
     except ConfigErrors:
         raise
     except Exception as err:
@@ -213,7 +217,7 @@ def parse_site(text: str, source: str | None = None) -> Site:
                            source) from err
 
 
-def _parse_site(text: str, source: str | None) -> Site:
+def _parse_site(text: str, source: str | None, keep: bool) -> Site:
     problems = _Problems()
     try:
         root = load_yaml(text)
@@ -246,11 +250,12 @@ def _parse_site(text: str, source: str | None) -> Site:
     used = sorted({d.driver for d in devices if d.driver in refs})
     site = Site(text=text, source=source, config=config, devices=tuple(devices),
                 warnings=tuple(warnings), drivers=tuple((name, refs[name]) for name in used))
-    compact_site(site)
+    if keep:
+        compact_site(site)
     return site
 
 
-def load_site(path: str | Path) -> Site:
+def load_site(path: str | Path, *, keep: bool = True) -> Site:
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -261,4 +266,4 @@ def load_site(path: str | Path) -> Site:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ConfigErrors([Problem(line, "", "not UTF-8 text")], str(path)) from None
-    return parse_site(text, str(path))
+    return parse_site(text, str(path), keep=keep)

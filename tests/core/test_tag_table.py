@@ -79,6 +79,9 @@ def test_a_device_dumps_pickles_and_compares_as_with_a_list() -> None:
     assert other != device and other.tags != device.tags
     with pytest.raises(TypeError):
         hash(device.tags)  # as the list it stands for
+    # `check` wants only the verdict: nothing is compacted for it.
+    verdict = parse_site(_site(MIXED), keep=False).devices[0]
+    assert isinstance(verdict.tags, list) and verdict == device
 
 
 def test_a_tag_kept_in_a_table_costs_a_fraction_of_a_model() -> None:

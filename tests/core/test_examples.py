@@ -55,3 +55,24 @@ def test_demo_shows_live_readings_and_publishes(broker: Broker, tmp_path: Path) 
         assert f"[{driver}] up" in last_view, last_view
     acked = int(last_view.split("acked ")[1].split()[0])
     assert acked > 0
+
+
+def test_a_running_modbus_agent_holds_no_parser_metadata_or_other_drivers(tmp_path: Path) -> None:
+    """What validation needs stays in the validating child (issue 16: ~8 MB of imports)."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from agent.config.store import ConfigStore\n"
+        "from agent.runtime.agent import Agent\n"
+        "from agent.management import attach_management\n"
+        f"site = ConfigStore(Path({str(tmp_path)!r}), "
+        f"Path({str(ROOT / 'configs/modbus-only.yaml')!r})).load_site()\n"
+        f"agent = Agent(site, Path({str(tmp_path)!r})); attach_management(agent)\n"
+        "assert agent.scheduler.plugins['modbus'].name == 'modbus'\n"
+        "held = [m for m in ('yaml', 'importlib.metadata', 'psutil', 'agent.config.load',\n"
+        "                    'drivers.opcua.options', 'drivers.serial.options', 'asyncua')\n"
+        "        if m in sys.modules]\n"
+        "print(held); sys.exit(1 if held else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "MQTT_PASSWORD": "pw"}, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

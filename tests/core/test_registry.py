@@ -34,3 +34,23 @@ def test_a_driver_that_fails_to_import_is_reported_by_name(monkeypatch: pytest.M
         "site.yaml:5: devices[0].driver: driver 'broken' (acme.edge:PLUGIN) failed to load: "
         "ModuleNotFoundError: No module named 'acme'"
     )
+
+
+def test_the_driver_catalog_imports_only_the_drivers_it_is_asked_for(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from agent.config.plugins import DriverCatalog
+
+    catalog = DriverCatalog({"modbus": "drivers.modbus.plugin:PLUGIN",
+                             "gone": "no_such_module_here:PLUGIN"})
+    assert sorted(catalog) == ["gone", "modbus"] and len(catalog) == 2
+    assert catalog["modbus"] is load_plugins()["modbus"]
+    # A ref that no longer imports is missing, said once in the log.
+    with caplog.at_level("ERROR"):
+        assert catalog.get("gone") is None
+    assert "no_such_module_here" in caplog.text
+    # A name the site did not record falls back to the entry points.
+    assert catalog.get("opcua") is load_plugins()["opcua"]
+    assert catalog.get("nonexistent") is None
+    # A reload learns where a (new or moved) driver lives.
+    catalog.learn({"gone": "drivers.serial.plugin:PLUGIN"})
+    assert catalog["gone"] is load_plugins()["serial"]

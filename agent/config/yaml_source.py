@@ -276,6 +276,15 @@ def load_yaml(text: str) -> Any:
                               "allowed (a lone surrogate is not text)") from None
         # The reader checks every character as it is built: inside the try.
         loader = _Loader(text)
+        if _Parser is not _PyParser:
+            # libyaml: most files need no node tree (agent.config.yaml_events);
+            # whatever that pass declines is parsed again below, the long way.
+            from agent.config.yaml_events import UNSUPPORTED, build_from_events
+
+            built = build_from_events(loader, PosDict, PosList)
+            if built is not UNSUPPORTED:
+                return built
+            loader = _Loader(text)
         node: Node | None = loader.get_single_node()
         if node is None:
             return None

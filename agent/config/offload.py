@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.config.compact import compact_site
 from agent.config.site import ConfigErrors, Problem, Site
 
-__all__ = ["DEADLINE_S", "compact_site", "off_process", "release_free_memory", "reuse_running"]
+__all__ = ["DEADLINE_S", "off_process", "release_free_memory", "reuse_running"]
 
 log = logging.getLogger("agent.config")
 

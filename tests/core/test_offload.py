@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from agent.config import offload
+from agent.config.compact import compact_site
 from agent.config.load import ConfigErrors, Site, load_site, parse_site
 from agent.config.store import ConfigStore
 from agent.runtime.logs import register_secrets_from
@@ -151,7 +152,7 @@ def test_compacted_tags_share_equal_values_and_stay_equal(tmp_path: Path) -> Non
     assert all(type(t.__dict__["scale"]) is float for t in tags)  # 1 stays 1.0, not int 1
     assert "scale" in tags[0].model_fields_set and "order" not in tags[0].model_fields_set
     # Compacting again changes nothing.
-    offload.compact_site(site)
+    compact_site(site)
     assert list(site.devices) == plain
     # What the agent gets from the child is the same.
     there = offload.off_process(lambda: load_site(path))
